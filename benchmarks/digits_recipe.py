@@ -1,0 +1,45 @@
+"""Time the main job as a user runs it and report its test accuracy, for each seed.
+
+    python benchmarks/digits_recipe.py [--seeds 0 1 2]
+
+For every seed: `python train.py fit --config configs/lenet_digits.yaml` (wall time,
+interpreter start-up and imports included), then `train.py test` on the best checkpoint.
+Runs in a temporary directory, so it leaves no run folders behind.
+"""
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "lenet_digits.yaml"
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def run(args: list[str], cwd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seeds = parser.parse_args().seeds
+    print(f"{'seed':>4}  {'fit wall s':>10}  {'test acc':>8}")
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as cwd:
+            fit_s = run(["fit", "--config", str(CONFIG), f"--seed_everything={seed}", *QUIET], cwd)
+            best = next(Path(cwd, "runs", "lenet_digits", "version_0", "checkpoints").glob("best-*.ckpt"))
+            run(["test", "--config", str(CONFIG), f"--ckpt_path={best}", *QUIET], cwd)
+            with open(Path(cwd, "runs", "lenet_digits", "version_1", "metrics.csv")) as f:
+                accuracy = float(next(r for r in csv.DictReader(f) if r.get("test/acc"))["test/acc"])
+        print(f"{seed:>4}  {fit_s:>10.1f}  {accuracy:>8.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

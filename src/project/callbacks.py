@@ -1,0 +1,82 @@
+"""Callbacks the configs add to the Trainer beside Lightning's own."""
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Writes ``predict`` results as a CSV: one row per input, in input order.
+
+    Classification rows are ``input, predicted_class, probability`` (the class *name* saved
+    in the checkpoint); multilabel rows list every label above 0.5; regression rows are
+    ``input, prediction[, prediction_1, ...]``. ``input`` is the image path or the row name
+    the data module gives.
+
+    Args:
+        output_file: where to write; by default ``predictions.csv`` in the run's log folder.
+    """
+
+    def __init__(self, output_file: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_file = output_file
+        self._rows: list[dict[str, Any]] = []
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._rows = []
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: dict[str, torch.Tensor],
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        self._rows.extend(
+            {key: value[i].tolist() for key, value in prediction.items()} for i in range(len(prediction["index"]))
+        )
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        names = getattr(trainer.datamodule, "predict_names", None) or []
+        class_names = getattr(pl_module, "class_names", None)
+        path = Path(self.output_file or Path(trainer.log_dir or ".") / "predictions.csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = sorted(self._rows, key=lambda row: row["index"])
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(self._header(rows, class_names))
+            for row in rows:
+                label = names[row["index"]] if row["index"] < len(names) else str(row["index"])
+                writer.writerow([label, *self._cells(row, class_names)])
+        rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
+
+    @staticmethod
+    def _header(rows: list[dict[str, Any]], class_names: list[str] | None) -> list[str]:
+        if rows and "prob" not in rows[0]:
+            width = len(rows[0]["pred"]) if isinstance(rows[0]["pred"], list) else 1
+            return ["input"] + (["prediction"] if width == 1 else [f"prediction_{i}" for i in range(width)])
+        if rows and isinstance(rows[0]["pred"], list):
+            return ["input", "predicted_labels", "probabilities"]
+        return ["input", "predicted_class", "probability"]
+
+    @staticmethod
+    def _cells(row: dict[str, Any], class_names: list[str] | None) -> list[Any]:
+        def name(index: int) -> str:
+            return class_names[index] if class_names and index < len(class_names) else str(index)
+
+        if "prob" not in row:
+            return row["pred"] if isinstance(row["pred"], list) else [row["pred"]]
+        if isinstance(row["pred"], list):  # multilabel: a 0/1 flag per label
+            chosen = [name(i) for i, flag in enumerate(row["pred"]) if flag]
+            return [";".join(chosen), ";".join(f"{p:.4f}" for p in row["prob"])]
+        return [name(row["pred"]), f"{row['prob']:.4f}"]

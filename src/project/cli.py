@@ -1,0 +1,118 @@
+"""The command line: LightningCLI with the project's modules, and one-line errors for bad input."""
+
+import sys
+import zipfile
+from pathlib import Path
+from typing import NoReturn
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from project.errors import UserError
+
+
+NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:")
+
+
+def concise_parse_error(message: str) -> str:
+    """The cause of a config error in a few lines: our own message if we raised one, else
+    jsonargparse's message without the union bookkeeping and the dumps of every value it tried."""
+    for ours in reversed(UserError.raised):
+        if ours in message:
+            return ours
+    kept = []
+    for line in message.strip().splitlines():
+        text = line.strip()
+        if not text or text.startswith(NOISE) or "<class 'NoneType'>" in text:
+            continue
+        if text.startswith("Given value:") and len(text) > 120:
+            continue
+        kept.append(text)
+    return "\n  ".join(kept[:6])
+
+
+class ProjectArgumentParser(LightningArgumentParser):
+    """Prints config errors as one ``error:`` line instead of the usage text and a value dump."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        print(f"error: {concise_parse_error(message)}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+class ProjectCLI(LightningCLI):
+    """``fit``, ``validate``, ``test`` and ``predict`` for any model and data module named in the config.
+
+    Configs name the classes with ``class_path`` (subclass mode), so one entry point serves
+    every recipe in ``configs/``.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": False})
+        kwargs.setdefault("parser_class", ProjectArgumentParser)
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            **kwargs,
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint here, before anything else: check it first.
+        if self.config.get("subcommand"):
+            check_checkpoint_path(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "")
+        if best:
+            rank_zero_info(f"Best checkpoint: {best}\nTest it with: python train.py test --config <config> --ckpt_path {best}")
+
+
+def check_checkpoint_path(ckpt_path: str | None) -> None:
+    """Refuse a checkpoint path that does not exist or is not a torch checkpoint, before any work.
+
+    ``best``, ``last`` and ``hpc`` are Lightning's own names and are left to Lightning.
+    """
+    if ckpt_path is None or ckpt_path in ("best", "last", "hpc", "registry"):
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable checkpoint (truncated, or not saved by torch.save)")
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The message of the ``UserError`` behind ``error``, if any.
+
+    Looks through the exception chain (jsonargparse wraps errors raised while it builds the
+    classes) and unwraps a DataLoader worker's re-raise, which prepends the worker traceback.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UserError):
+            text = str(current)
+            if "Original Traceback" in text:
+                text = text.strip().splitlines()[-1].split("UserError: ", 1)[-1]
+            return text
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
+    try:
+        ProjectCLI(args=args)
+    except Exception as error:
+        message = user_error_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,178 @@
+"""Image files in class folders: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``."""
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from project.datamodules.base import BaseDataModule, IndexedInputs, stratified_split
+from project.datamodules.transforms import ImageTransforms
+from project.errors import UserError
+
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+class ImageFiles(Dataset):
+    """``(image tensor, class index)`` pairs from a list of ``(path, class index)``.
+
+    A file that cannot be decoded raises ``UserError`` naming the file, not a bare PIL error.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], transform: object) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return self.transform(image), target  # type: ignore[operator]
+        except (OSError, UnidentifiedImageError) as error:
+            raise UserError(f"cannot read image {path}: {error}") from error
+
+
+def unreadable_images(paths: list[str]) -> list[str]:
+    """The paths PIL cannot open or verify (checks each file's structure without decoding pixels)."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception:  # PIL raises many types for damaged files
+            bad.append(path)
+    return bad
+
+
+def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """Samples and class names of a class-per-folder tree, with clear errors for empty or missing trees."""
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root}")
+    try:
+        class_names, class_to_idx = find_classes(str(root))
+        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as error:
+        raise UserError(f"{root}: {error} (expected {root}/<class name>/<image files>)") from error
+    return samples, class_names
+
+
+def scan_image_files(root: Path) -> list[str]:
+    """All image files below ``root``, sorted, for ``predict``."""
+    if not root.is_dir():
+        raise UserError(f"predict folder not found: {root}")
+    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    if not files:
+        raise UserError(f"no image files ({', '.join(IMG_EXTENSIONS)}) found under {root}")
+    return files
+
+
+class ImageFolderDataModule(BaseDataModule):
+    """Class-per-folder images, as in torchvision's ``ImageFolder``.
+
+    Two layouts are accepted under ``data_dir``:
+
+    - ``train/``, and optionally ``val/`` and ``test/``, each holding ``<class>/<images>``;
+      a missing ``val/`` or ``test/`` is cut from ``train/`` by the fractions below;
+    - one ``<class>/<images>`` tree, split into train/val/test by ``val_fraction`` and
+      ``test_fraction`` within each class, with ``split_seed``.
+
+    Args:
+        data_dir: the root folder.
+        predict_dir: a folder of images (any depth) to label with ``predict``.
+        transforms: resize, channels, augmentation and normalisation (``ImageTransforms``).
+        check_images: verify every image file at setup, so a damaged file is reported before
+            training starts rather than mid-epoch.
+        skip_bad_images: with ``check_images``, leave damaged files out (with a warning) instead
+            of stopping.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        predict_dir: str | None = None,
+        transforms: ImageTransforms | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        check_images: bool = True,
+        skip_bad_images: bool = False,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        drop_last: bool = False,
+        balance_classes: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, drop_last, balance_classes)
+        self.data_dir = Path(data_dir)
+        self.predict_dir = Path(predict_dir) if predict_dir else None
+        self.transforms = transforms or ImageTransforms()
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.check_images, self.skip_bad_images = check_images, skip_bad_images
+        if not self.data_dir.is_dir():
+            raise UserError(f"image folder not found: {self.data_dir}")
+        self.split_samples: dict[str, list[tuple[str, int]]] = {}
+
+    def prepare_split_samples(self) -> dict[str, list[tuple[str, int]]]:
+        """``{"train": [...], "val": [...], "test": [...]}`` of ``(path, class index)``; sets ``class_names``."""
+        root = self.data_dir
+        if (root / "train").is_dir():
+            samples = {}
+            train, class_names = scan_class_folders(root / "train")
+            for split in ("val", "test"):
+                if (root / split).is_dir():
+                    samples[split], names = scan_class_folders(root / split)
+                    if names != class_names:
+                        raise UserError(f"{root / split} has classes {names} but {root / 'train'} has {class_names}")
+            cut_val = 0.0 if "val" in samples else self.val_fraction
+            cut_test = 0.0 if "test" in samples else self.test_fraction
+            keep, val_idx, test_idx = stratified_split([t for _, t in train], cut_val, cut_test, self.split_seed)
+            samples["train"] = [train[i] for i in keep]
+            samples.setdefault("val", [train[i] for i in val_idx])
+            samples.setdefault("test", [train[i] for i in test_idx])
+        else:
+            every, class_names = scan_class_folders(root)
+            train_idx, val_idx, test_idx = stratified_split(
+                [t for _, t in every], self.val_fraction, self.test_fraction, self.split_seed
+            )
+            samples = {name: [every[i] for i in idx] for name, idx in zip(SPLIT_FOLDERS, (train_idx, val_idx, test_idx))}
+        if self.check_images:
+            samples = self._without_bad_images(samples)
+        self.class_names = class_names
+        return samples
+
+    def _without_bad_images(self, samples: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
+        bad = set(unreadable_images([path for split in samples.values() for path, _ in split]))
+        if not bad:
+            return samples
+        listed = ", ".join(sorted(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        if not self.skip_bad_images:
+            raise UserError(f"unreadable image file(s): {listed} (remove them or set data.skip_bad_images: true)")
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(f"skipping {len(bad)} unreadable image file(s): {listed}")
+        return {name: [s for s in split if s[0] not in bad] for name, split in samples.items()}
+
+    def setup(self, stage: str) -> None:
+        if not self.split_samples:
+            self.split_samples = self.prepare_split_samples()
+        train_transform, eval_transform = self.transforms.build(train=True), self.transforms.build(train=False)
+        self.train_set = ImageFiles(self.split_samples["train"], train_transform)
+        self.val_set = ImageFiles(self.split_samples["val"], eval_transform)
+        self.test_set = ImageFiles(self.split_samples["test"], eval_transform)
+        if stage == "predict":
+            if self.predict_dir is None:
+                raise UserError("set data.predict_dir to the folder of images to predict")
+            files = scan_image_files(self.predict_dir)
+            if self.check_images and (bad := unreadable_images(files)):
+                raise UserError(f"unreadable image file(s) in {self.predict_dir}: {', '.join(bad[:5])}")
+            self.predict_names = files
+            self.predict_set = IndexedInputs(ImageFiles([(f, -1) for f in files], eval_transform))
+
+    def train_targets(self) -> torch.Tensor:
+        return torch.tensor([target for _, target in self.split_samples["train"]])

@@ -1,0 +1,220 @@
+"""Data that fits in memory as tensors: files (.pt, .npz, .npy, .csv) or scikit-learn's digits and iris."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import TensorDataset, random_split
+
+from project.datamodules.augment import BatchAffine
+from project.datamodules.base import BaseDataModule, IndexedInputs, split_sizes
+from project.errors import UserError
+
+BUILTIN_DATASETS = ("digits", "iris")
+FILE_SUFFIXES = (".pt", ".npz", ".npy", ".csv")
+
+
+def load_builtin(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Inputs, targets and class names of a dataset shipped inside scikit-learn (no download).
+
+    digits: 1,797 real 8x8 handwritten digits as 64 features scaled to [0, 1]; iris: 150 x 4 features.
+    """
+    from sklearn import datasets
+
+    if name == "digits":
+        bunch = datasets.load_digits()
+        inputs = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
+        return inputs, torch.tensor(bunch.target), [str(t) for t in bunch.target_names]
+    if name == "iris":
+        bunch = datasets.load_iris()
+        return torch.tensor(bunch.data, dtype=torch.float32), torch.tensor(bunch.target), list(bunch.target_names)
+    raise UserError(f"unknown built-in dataset {name!r}: choose one of {', '.join(BUILTIN_DATASETS)}")
+
+
+def _is_header(line: str) -> bool:
+    try:
+        [float(value) for value in line.strip().split(",")]
+    except ValueError:
+        return True
+    return False
+
+
+def _read_table(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        table = np.load(path, allow_pickle=False)
+    else:
+        with path.open() as f:
+            first = f.readline()
+        table = np.loadtxt(path, delimiter=",", skiprows=int(_is_header(first)), ndmin=2, dtype=np.float64)
+    if table.ndim != 2:
+        raise UserError(f"{path}: expected a 2-D table (rows of inputs then targets), got shape {table.shape}")
+    return table
+
+
+def load_tensor_file(
+    path: str, input_key: str = "x", target_key: str = "y", num_target_columns: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read ``(inputs, targets)`` from a file.
+
+    ``.pt``: a dict with ``input_key``/``target_key`` or an ``(inputs, targets)`` pair, loaded with
+    ``weights_only=True``. ``.npz``: arrays ``input_key`` and ``target_key``. ``.npy`` and ``.csv``:
+    a 2-D table whose last ``num_target_columns`` columns are the targets (a CSV header row is skipped).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"data file not found: {file}")
+    if file.suffix not in FILE_SUFFIXES:
+        raise UserError(f"{file}: unsupported file type {file.suffix!r}, use one of {', '.join(FILE_SUFFIXES)}")
+    try:
+        if file.suffix == ".pt":
+            content = torch.load(file, map_location="cpu", weights_only=True)
+            if isinstance(content, dict):
+                missing = [k for k in (input_key, target_key) if k not in content]
+                if missing:
+                    raise UserError(f"{file}: keys {missing} not found (it has {sorted(content)})")
+                inputs, targets = content[input_key], content[target_key]
+            elif isinstance(content, (tuple, list)) and len(content) == 2:
+                inputs, targets = content
+            else:
+                raise UserError(f"{file}: expected a dict with {input_key!r}/{target_key!r} or an (inputs, targets) pair")
+        elif file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as arrays:
+                missing = [k for k in (input_key, target_key) if k not in arrays]
+                if missing:
+                    raise UserError(f"{file}: arrays {missing} not found (it has {sorted(arrays.files)})")
+                inputs, targets = arrays[input_key], arrays[target_key]
+        else:
+            table = _read_table(file)
+            if not 0 < num_target_columns < table.shape[1]:
+                raise UserError(f"{file}: has {table.shape[1]} columns, cannot take {num_target_columns} as targets")
+            inputs, targets = table[:, :-num_target_columns], table[:, -num_target_columns:]
+            if num_target_columns == 1:
+                targets = targets[:, 0]
+    except UserError:
+        raise
+    except Exception as error:  # a damaged or foreign file: say which file and why
+        raise UserError(f"cannot read data file {file}: {error}") from error
+    inputs, targets = torch.as_tensor(np.asarray(inputs)), torch.as_tensor(np.asarray(targets))
+    if len(inputs) != len(targets):
+        raise UserError(f"{file}: inputs and targets differ in length ({len(inputs)} inputs, {len(targets)} targets)")
+    return inputs, targets
+
+
+class TensorDataModule(BaseDataModule):
+    """In-memory tensors split into train/val/test with ``random_split`` and a fixed seed.
+
+    Args:
+        dataset: a scikit-learn built-in (digits, iris); or None to read ``path``.
+        path: a .pt, .npz, .npy or .csv file (see ``load_tensor_file``).
+        input_key / target_key: names of the input and target arrays in .pt and .npz files.
+        num_target_columns: for .npy and .csv tables, how many trailing columns are targets.
+        task: classification (integer class targets) or regression (float targets, shape N x D).
+        input_shape: reshape each input to this shape, e.g. [1, 8, 8] to see digits as images.
+        resize_to: resize image inputs (C x H x W) to resize_to x resize_to once, bilinearly.
+        standardize: subtract the training mean and divide by the training std, per feature.
+        augment: random affine augmentation of each training batch (image inputs only).
+        val_fraction / test_fraction / split_seed: the split; the seed is separate from the
+            training seed so that every training seed is tested on the same samples.
+    """
+
+    def __init__(
+        self,
+        dataset: str | None = "digits",
+        path: str | None = None,
+        input_key: str = "x",
+        target_key: str = "y",
+        num_target_columns: int = 1,
+        task: str = "classification",
+        input_shape: list[int] | None = None,
+        resize_to: int | None = None,
+        standardize: bool = False,
+        augment: BatchAffine | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        drop_last: bool = False,
+        balance_classes: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, drop_last, balance_classes)
+        if (dataset is None) == (path is None):
+            raise UserError("set exactly one of data.dataset (digits, iris) and data.path (a tensor file)")
+        if task not in ("classification", "regression"):
+            raise UserError(f"unknown task {task!r}: choose classification or regression")
+        if balance_classes and task != "classification":
+            raise UserError("balance_classes needs task: classification")
+        self.dataset, self.path, self.task = dataset, path, task
+        self.input_key, self.target_key, self.num_target_columns = input_key, target_key, num_target_columns
+        self.input_shape, self.resize_to = input_shape, resize_to
+        self.standardize, self.augment = standardize, augment
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All inputs and targets, shaped and typed for the task; sets ``class_names`` for classification."""
+        if self.dataset is not None:
+            inputs, targets, names = load_builtin(self.dataset)
+        else:
+            inputs, targets = load_tensor_file(self.path, self.input_key, self.target_key, self.num_target_columns)
+            names = None
+        inputs = inputs.float()
+        if self.input_shape is not None:
+            try:
+                inputs = inputs.reshape(len(inputs), *self.input_shape)
+            except RuntimeError as error:
+                raise UserError(
+                    f"cannot reshape inputs of shape {tuple(inputs.shape[1:])} to input_shape {self.input_shape}"
+                ) from error
+        if self.resize_to is not None:
+            if inputs.ndim != 4:
+                raise UserError(f"resize_to needs image inputs (C x H x W); set input_shape (inputs are {tuple(inputs.shape[1:])})")
+            inputs = F.interpolate(inputs, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
+        if self.task == "classification":
+            if targets.is_floating_point() and not torch.equal(targets, targets.round()):
+                raise UserError("classification targets must be whole class indices; use task: regression for real values")
+            targets = targets.long().reshape(-1) if targets.ndim <= 1 or targets.shape[1] == 1 else targets.long()
+            if targets.ndim == 1 and targets.min() < 0:
+                raise UserError(f"class targets must be >= 0, found {int(targets.min())}")
+            self.class_names = names or [str(i) for i in range(int(targets.max()) + 1 if targets.ndim == 1 else targets.shape[1])]
+        else:
+            targets = targets.float().reshape(len(targets), -1)
+        return inputs, targets
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is not None:
+            return
+        inputs, targets = self.load()
+        if self.augment is not None and inputs.ndim != 4:
+            raise UserError(f"augment needs image inputs (C x H x W); set input_shape (inputs are {tuple(inputs.shape[1:])})")
+        full = TensorDataset(inputs, targets)
+        generator = torch.Generator().manual_seed(self.split_seed)
+        self.train_set, self.val_set, self.test_set = random_split(
+            full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator
+        )
+        self.predict_set = IndexedInputs(self.test_set)
+        self.predict_names = [f"row {i}" for i in self.test_set.indices]
+        if self.standardize:
+            train_inputs = inputs[self.train_set.indices]
+            feature_dims = 0 if inputs.ndim == 2 else (0, 2, 3)
+            self.mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
+            self.std = train_inputs.std(dim=feature_dims, keepdim=True)[0].clamp(min=1e-8)
+
+    def train_targets(self) -> torch.Tensor:
+        assert self.train_set is not None
+        return self.train_set.dataset.tensors[1][self.train_set.indices]  # type: ignore[attr-defined]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches and standardize every batch, on the device that holds it."""
+        x, rest = batch[0], batch[1:]
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            x = self.augment(x)
+        if self.mean is not None and self.std is not None:
+            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return [x, *rest]

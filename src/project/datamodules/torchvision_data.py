@@ -1,0 +1,100 @@
+"""MNIST, FashionMNIST and CIFAR-10 through torchvision, downloaded only when asked."""
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets
+
+from project.datamodules.base import BaseDataModule, IndexedInputs, split_sizes
+from project.datamodules.transforms import ImageTransforms
+from project.errors import UserError
+
+DATASETS: dict[str, tuple[type, list[str]]] = {
+    "mnist": (
+        datasets.MNIST,
+        ["MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/train-labels-idx1-ubyte",
+         "MNIST/raw/t10k-images-idx3-ubyte", "MNIST/raw/t10k-labels-idx1-ubyte"],
+    ),
+    "fashion_mnist": (
+        datasets.FashionMNIST,
+        ["FashionMNIST/raw/train-images-idx3-ubyte", "FashionMNIST/raw/train-labels-idx1-ubyte",
+         "FashionMNIST/raw/t10k-images-idx3-ubyte", "FashionMNIST/raw/t10k-labels-idx1-ubyte"],
+    ),
+    "cifar10": (
+        datasets.CIFAR10,
+        ["cifar-10-batches-py/data_batch_1", "...", "cifar-10-batches-py/data_batch_5",
+         "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"],
+    ),
+}
+
+
+class TorchvisionDataModule(BaseDataModule):
+    """A torchvision classification dataset: its train set split into train/val, its test set for test.
+
+    Args:
+        name: mnist, fashion_mnist or cifar10.
+        root: where the dataset folders live (``root/MNIST/raw/...``).
+        download: fetch missing files from the internet; off by default so that an offline
+            machine fails at once with a message saying which files to put where.
+        transforms: resize, channels, augmentation and normalisation (``ImageTransforms``).
+        val_fraction / split_seed: the part of the official train set held out for validation.
+    """
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        root: str = "data",
+        download: bool = False,
+        transforms: ImageTransforms | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        drop_last: bool = False,
+        balance_classes: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, drop_last, balance_classes)
+        if name not in DATASETS:
+            raise UserError(f"unknown torchvision dataset {name!r}: choose one of {', '.join(DATASETS)}")
+        self.name, self.root, self.download = name, Path(root), download
+        self.transforms = transforms or ImageTransforms()
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        split_sizes(1, val_fraction, 0.0)
+
+    def _open(self, train: bool, transform: object) -> Dataset:
+        dataset_class, expected_files = DATASETS[self.name]
+        try:
+            return dataset_class(str(self.root), train=train, transform=transform, download=self.download)
+        except RuntimeError as error:
+            if self.download:
+                raise UserError(f"could not download {self.name} into {self.root}: {error}") from error
+            listed = "\n  ".join(str(self.root / f) for f in expected_files)
+            raise UserError(
+                f"{self.name} files not found under {self.root} and data.download is false. Put them at:\n  "
+                f"{listed}\n(uncompressed), or set data.download: true on a machine with internet"
+            ) from error
+
+    def prepare_data(self) -> None:
+        if self.download:  # once per node, before setup() runs on every rank
+            self._open(train=True, transform=None)
+            self._open(train=False, transform=None)
+
+    def setup(self, stage: str) -> None:
+        train_transform, eval_transform = self.transforms.build(train=True), self.transforms.build(train=False)
+        train_full = self._open(train=True, transform=train_transform)
+        self.class_names = list(train_full.classes)  # type: ignore[attr-defined]
+        sizes = split_sizes(len(train_full), self.val_fraction, 0.0)  # type: ignore[arg-type]
+        order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(self.split_seed)).tolist()  # type: ignore[arg-type]
+        self.train_set = Subset(train_full, order[: sizes[0]])
+        self.val_set = Subset(self._open(train=True, transform=eval_transform), order[sizes[0] :])
+        self.test_set = self._open(train=False, transform=eval_transform)
+        self.predict_set = IndexedInputs(self.test_set)
+        self.predict_names = [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
+
+    def train_targets(self) -> torch.Tensor:
+        assert isinstance(self.train_set, Subset)
+        targets = torch.as_tensor(self.train_set.dataset.targets)  # type: ignore[attr-defined]
+        return targets[self.train_set.indices]

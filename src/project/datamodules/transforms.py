@@ -1,0 +1,73 @@
+"""Image transforms from config: one recipe gives the training and the evaluation pipelines."""
+
+from dataclasses import dataclass
+
+from PIL import Image
+from torchvision import transforms as T
+
+from project.errors import UserError
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class ConvertMode:
+    """Convert a PIL image to ``L`` (1 channel) or ``RGB`` (3 channels), so mixed folders load alike."""
+
+    def __init__(self, channels: int) -> None:
+        self.mode = "L" if channels == 1 else "RGB"
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+
+@dataclass
+class ImageTransforms:
+    """Per-image preprocessing. Augmentations (crop, flips, rotation, jitter) apply to training only."""
+
+    image_size: int = 32
+    """Images are resized to image_size x image_size."""
+    channels: int = 3
+    """1 converts every image to grayscale, 3 to RGB."""
+    random_crop_padding: int = 0
+    """Pad by this many pixels, then crop back to image_size at a random place (0: off)."""
+    horizontal_flip: float = 0.0
+    """Probability of a horizontal flip."""
+    vertical_flip: float = 0.0
+    """Probability of a vertical flip."""
+    rotation_degrees: float = 0.0
+    """Rotate by a random angle in [-rotation_degrees, rotation_degrees]."""
+    color_jitter: float = 0.0
+    """Random brightness, contrast and saturation change of up to this fraction."""
+    mean: list[float] | None = None
+    """Per-channel mean for Normalize (None: no normalisation). ImageNet: [0.485, 0.456, 0.406]."""
+    std: list[float] | None = None
+    """Per-channel standard deviation for Normalize. ImageNet: [0.229, 0.224, 0.225]."""
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise UserError(f"transforms.channels must be 1 or 3, got {self.channels}")
+        if (self.mean is None) != (self.std is None):
+            raise UserError("transforms.mean and transforms.std must be given together")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) != self.channels:
+                raise UserError(f"transforms.{name} has {len(values)} values but channels is {self.channels}")
+
+    def build(self, train: bool) -> T.Compose:
+        steps: list = [ConvertMode(self.channels), T.Resize((self.image_size, self.image_size))]
+        if train:
+            if self.random_crop_padding:
+                steps.append(T.RandomCrop(self.image_size, padding=self.random_crop_padding))
+            if self.horizontal_flip:
+                steps.append(T.RandomHorizontalFlip(self.horizontal_flip))
+            if self.vertical_flip:
+                steps.append(T.RandomVerticalFlip(self.vertical_flip))
+            if self.rotation_degrees:
+                steps.append(T.RandomRotation(self.rotation_degrees))
+            if self.color_jitter:
+                jitter = self.color_jitter
+                steps.append(T.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+        steps.append(T.ToTensor())
+        if self.mean is not None and self.std is not None:
+            steps.append(T.Normalize(self.mean, self.std))
+        return T.Compose(steps)

@@ -1,0 +1,88 @@
+"""What every training module shares: the wrapped net, the optimizer and the learning-rate schedule."""
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+
+from project.errors import UserError
+from project.lightning_modules.schedules import LRSchedule, build_schedulers
+
+
+class TrainingModule(LightningModule):
+    """Wraps any ``nn.Module`` from ``project.nets`` (or elsewhere) with an optimizer and a schedule.
+
+    Subclasses add the loss and the metrics: they implement ``evaluate`` and set
+    ``train_metrics``, ``val_metrics`` and ``test_metrics`` (prefixed ``MetricCollection``s).
+    Losses are averaged per sample over the whole epoch, across ranks under DDP. The optimizer is any ``torch.optim`` class given
+    by ``class_path`` in the config; it only receives parameters that require gradients, so
+    frozen layers cost nothing.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_schedule: LRSchedule | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.lr_schedule = lr_schedule or LRSchedule()
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.train_metrics: MetricCollection
+        self.val_metrics: MetricCollection
+        self.test_metrics: MetricCollection
+
+    def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(loss, predictions, targets)`` for a batch, in the form the metrics take."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, preds, target = self.evaluate(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
+        self.train_metrics.update(preds, target)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val", self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test", self.test_loss, self.test_metrics)
+
+    def _evaluation_step(
+        self, batch: Any, stage: str, mean_loss: MeanMetric, metrics: MetricCollection
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, preds, target = self.evaluate(batch)
+        mean_loss.update(loss, weight=len(target))
+        metrics.update(preds, target)
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return preds, target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.lr_schedule.name == "none" and not self.lr_schedule.warmup_epochs:
+            return optimizer
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            raise UserError("an lr schedule is defined in epochs: set trainer.max_epochs")
+        schedulers = build_schedulers(optimizer, self.lr_schedule, self._steps_per_epoch(), max_epochs)
+        return [optimizer], schedulers
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch on this rank (after ``limit_train_batches`` and accumulation)."""
+        self.trainer.estimated_stepping_batches  # noqa: B018  (sets up the train loader and its length)
+        batches = self.trainer.num_training_batches
+        if math.isinf(batches):
+            raise UserError("an lr schedule needs a train loader with a length (the dataset has none)")
+        return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))

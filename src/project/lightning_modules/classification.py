@@ -1,0 +1,142 @@
+"""Classification: multiclass (cross-entropy, NLL), binary and multilabel (BCE with logits)."""
+
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MetricCollection
+
+from project.errors import UserError
+from project.lightning_modules.base import TrainingModule
+from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss
+from project.lightning_modules.reports import report_confusion_matrix
+from project.lightning_modules.schedules import LRSchedule
+
+
+class ClassificationModule(TrainingModule):
+    """Trains a net whose outputs are class logits.
+
+    The task follows from the loss: ``cross_entropy`` and ``nll`` are multiclass (targets are
+    class indices); ``bce_with_logits`` is binary when ``num_classes`` is 1 (targets 0/1) and
+    multilabel otherwise (multi-hot targets). Logged metrics: ``{train,val,test}/loss``,
+    ``{train,val,test}/acc``, and for val/test also ``f1`` (macro) and ``top{k}_acc``
+    (multiclass with more than ``top_k`` classes). ``test`` also writes a confusion matrix.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        loss: str = "cross_entropy",
+        class_weights: list[float] | None = None,
+        label_smoothing: float = 0.0,
+        top_k: int = 5,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_schedule: LRSchedule | None = None,
+    ) -> None:
+        super().__init__(net, optimizer, lr_schedule)
+        self.save_hyperparameters(ignore=["net"])
+        if num_classes < 1:
+            raise UserError(f"num_classes must be >= 1, got {num_classes}")
+        if num_classes == 1 and loss != "bce_with_logits":
+            raise UserError("num_classes: 1 is a binary task: use loss: bce_with_logits")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise UserError(f"class_weights has {len(class_weights)} entries but num_classes is {num_classes}")
+        self.num_classes = num_classes
+        self.loss_fn = build_loss(loss, CLASSIFICATION_LOSSES, class_weights, label_smoothing)
+        if loss != "bce_with_logits":
+            self.task = "multiclass"
+        else:
+            self.task = "binary" if num_classes == 1 else "multilabel"
+        self.class_names: list[str] | None = None
+        self._output_width_checked = False
+
+        kwargs: dict[str, Any] = {"task": self.task}
+        if self.task == "multiclass":
+            kwargs["num_classes"] = num_classes
+        elif self.task == "multilabel":
+            kwargs["num_labels"] = num_classes
+        self.train_metrics = MetricCollection({"acc": Accuracy(**kwargs)}, prefix="train/", compute_groups=False)
+        eval_metrics: dict[str, Any] = {"acc": Accuracy(**kwargs), "f1": F1Score(average="macro", **kwargs)}
+        if self.task == "multiclass" and num_classes > top_k > 1:
+            eval_metrics[f"top{top_k}_acc"] = Accuracy(top_k=top_k, **kwargs)
+        # No compute groups: torchmetrics would merge top-1 and top-k accuracy whenever their
+        # states happen to match after the first batch, and report top-1 for both from then on.
+        self.val_metrics = MetricCollection(eval_metrics, prefix="val/", compute_groups=False)
+        self.test_metrics = self.val_metrics.clone(prefix="test/")
+        self.test_confusion = ConfusionMatrix(**kwargs) if self.task != "multilabel" else None
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = getattr(datamodule, "class_names", None)
+        if not names:
+            return
+        expected = 2 if self.task == "binary" else self.num_classes
+        if len(names) != expected:
+            raise UserError(
+                f"the data has {len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) "
+                f"but model.num_classes is {self.num_classes}"
+                + (" (binary tasks use num_classes: 1 with 2 classes)" if self.task == "binary" else "")
+            )
+        self.class_names = list(names)
+
+    def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, target = batch[0], batch[1]
+        logits = self._checked_logits(x)
+        if self.task == "multiclass":
+            return self.loss_fn(logits, target), logits, target
+        if self.task == "binary":
+            logits = logits.squeeze(-1)
+        # Probabilities, not logits: torchmetrics would read logits that all fall in [0, 1] as probabilities.
+        return self.loss_fn(logits, target.float()), logits.sigmoid(), target.long()
+
+    def _checked_logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self(x)
+        if not self._output_width_checked:
+            if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+                raise UserError(
+                    f"the net outputs shape {tuple(logits.shape[1:])} per sample but model.num_classes is "
+                    f"{self.num_classes}: set the net's class count (e.g. model.net.num_classes) to {self.num_classes}"
+                )
+            self._output_width_checked = True
+        return logits
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        preds, target = self._evaluation_step(batch, "test", self.test_loss, self.test_metrics)
+        if self.test_confusion is not None:
+            self.test_confusion.update(preds, target)
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_confusion is None:
+            return
+        matrix = self.test_confusion.compute()
+        self.test_confusion.reset()
+        names = self.class_names or [str(i) for i in range(len(matrix))]
+        self._report_confusion(matrix, names)
+
+    @rank_zero_only
+    def _report_confusion(self, matrix: torch.Tensor, names: list[str]) -> None:
+        report_confusion_matrix(matrix, names, self.trainer.log_dir)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Return ``index``, ``pred`` (class index, or multi-hot for multilabel) and ``prob`` per sample."""
+        x, index = batch[0], batch[1]
+        logits = self(x)
+        if self.task == "multiclass":
+            prob, pred = logits.softmax(dim=-1).max(dim=-1)
+        elif self.task == "binary":
+            p1 = logits.squeeze(-1).sigmoid()
+            pred = (p1 > 0.5).long()
+            prob = torch.where(pred == 1, p1, 1 - p1)
+        else:
+            probs = logits.sigmoid()
+            pred, prob = (probs > 0.5).long(), probs
+        return {"index": index, "pred": pred, "prob": prob}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["class_names"] = self.class_names
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.class_names = checkpoint.get("class_names")

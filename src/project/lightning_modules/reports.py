@@ -1,0 +1,29 @@
+"""Human-readable reports written at the end of a stage."""
+
+import csv
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+
+def report_confusion_matrix(matrix: torch.Tensor, class_names: list[str], log_dir: str | None) -> None:
+    """Print the confusion matrix (rows: true class, columns: predicted) and save it as CSV in ``log_dir``."""
+    counts = matrix.long().tolist()
+    table = Table(title="Test confusion matrix (rows: true, columns: predicted)")
+    table.add_column("true \\ pred")
+    for name in class_names:
+        table.add_column(name, justify="right")
+    for name, row in zip(class_names, counts):
+        table.add_row(name, *(str(c) for c in row))
+    Console().print(table)
+    if log_dir is None:
+        return
+    path = Path(log_dir) / "confusion_matrix.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ pred", *class_names])
+        for name, row in zip(class_names, counts):
+            writer.writerow([name, *row])

@@ -1,0 +1,62 @@
+"""Shared fixtures: small image folders, MNIST-format files and tensor files, all generated on the fly."""
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_png(path: Path, label: int, mode: str, size: int = 12, seed: int = 0) -> None:
+    """A small image whose brightness pattern depends on ``label``, so a net can learn the classes."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 40, (size, size)).astype(np.uint8)
+    if label == 0:
+        pixels[:, : size // 2] += 200  # class 0: bright left half
+    else:
+        pixels[:, size // 2 :] += 200  # class 1: bright right half
+    image = Image.fromarray(pixels, mode="L")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (image.convert("RGB") if mode == "RGB" else image).save(path)
+
+
+def make_image_tree(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 20) -> Path:
+    """``root/<class>/<n>.png``, alternating grayscale and RGB files."""
+    for label, name in enumerate(classes):
+        for i in range(per_class):
+            write_png(root / name / f"{i:03d}.png", label % 2, "L" if i % 2 else "RGB", seed=label * 1000 + i)
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    return make_image_tree(tmp_path / "images")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) in the MNIST idx format: magic, dimension sizes, raw bytes."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_mnist_files(root: Path, folder: str = "MNIST", train: int = 60, test: int = 20) -> Path:
+    """Uncompressed idx files laid out as torchvision expects: ``root/<folder>/raw/*-ubyte``."""
+    rng = np.random.default_rng(0)
+    raw = root / folder / "raw"
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = np.arange(count) % 10
+        images = rng.integers(0, 50, (count, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 + label * 2 : 6 + label * 2, 4:24] = 255  # a bar whose height codes the label
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def gzip_file(path: Path) -> None:
+    path.with_suffix(path.suffix + ".gz").write_bytes(gzip.compress(path.read_bytes()))

@@ -1,0 +1,168 @@
+"""The command line as a user runs it: fit -> test -> predict, every config, and bad input."""
+
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, make_image_tree, make_mnist_files, write_png
+from project.cli import main
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+IMAGE_CONFIG = str(REPO / "configs" / "lenet_imagefolder.yaml")
+
+
+def train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_fit_test_predict_end_to_end_on_an_image_folder(tmp_path):
+    make_image_tree(tmp_path / "images", per_class=30)
+    for i in range(6):
+        write_png(tmp_path / "new" / f"sample{i}.png", i % 2, "RGB", seed=500 + i)
+    common = ["--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.num_workers=0", *QUIET]
+
+    fit = train_py("fit", *common, "--trainer.max_epochs=6", "--model.optimizer.lr=0.05", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    run = tmp_path / "runs" / "lenet_imagefolder" / "version_0"
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert torch.load(best, weights_only=False)["class_names"] == ["cat", "dog"]
+
+    test = train_py("test", *common, f"--ckpt_path={best}", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr
+    test_rows = [r for r in read_csv(tmp_path / "runs" / "lenet_imagefolder" / "version_1" / "metrics.csv") if r["test/acc"]]
+    assert float(test_rows[-1]["test/acc"]) >= 0.9
+
+    predict = train_py("predict", *common, f"--ckpt_path={best}", "--data.predict_dir=new", cwd=tmp_path)
+    assert predict.returncode == 0, predict.stderr
+    rows = read_csv(tmp_path / "runs" / "lenet_imagefolder" / "version_2" / "predictions.csv")
+    assert [Path(r["input"]).name for r in rows] == [f"sample{i}.png" for i in range(6)]
+    assert [r["predicted_class"] for r in rows] == ["cat", "dog"] * 3  # sample i has the pattern of class i % 2
+    assert all(0.5 <= float(r["probability"]) <= 1.0 for r in rows)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "class_path: project." in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "extra"),
+    [
+        ("lenet_digits", []),
+        ("two_layer_digits", []),
+        ("two_layer_regression", ["--data.path=data/regression.pt"]),
+        ("lenet_imagefolder", ["--data.data_dir=images", "--data.num_workers=0"]),
+        ("lenet_mnist", ["--data.num_workers=0"]),
+        ("lenet_fashion_mnist", ["--data.num_workers=0"]),
+    ],
+)
+def test_configs_run_as_written_once_their_data_exists(config, extra, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_image_tree(tmp_path / "images", per_class=10)
+    make_mnist_files(tmp_path / "data", "MNIST")
+    make_mnist_files(tmp_path / "data", "FashionMNIST")
+    torch.save({"x": torch.randn(64, 1000), "y": torch.randn(64, 10)}, tmp_path / "data" / "regression.pt")
+    main(["fit", "--config", str(REPO / "configs" / f"{config}.yaml"), "--trainer.fast_dev_run=true", *QUIET, *extra])
+
+
+def tree_fingerprint(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def earlier_run(tmp_path, monkeypatch):
+    """A working directory holding image data and the outputs of an earlier run."""
+    monkeypatch.chdir(tmp_path)
+    make_image_tree(tmp_path / "images", per_class=6)
+    earlier = tmp_path / "runs" / "lenet_imagefolder" / "version_0"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "last.ckpt").write_bytes(b"weights from yesterday")
+    (earlier / "metrics.csv").write_text("epoch,val/acc\n0,0.5\n")
+    return tree_fingerprint(tmp_path / "runs")
+
+
+def truncated_checkpoint(tmp_path: Path) -> str:
+    path = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    return str(path)
+
+
+def corrupt_image(tmp_path: Path) -> str:
+    (tmp_path / "images" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return "images"
+
+
+def empty_folder(tmp_path: Path) -> str:
+    (tmp_path / "empty").mkdir()
+    return "empty"
+
+
+def uneven_tensor_file(tmp_path: Path) -> str:
+    torch.save({"x": torch.zeros(10, 1000), "y": torch.zeros(9, 10)}, tmp_path / "uneven.pt")
+    return "uneven.pt"
+
+
+BAD_INPUTS = {
+    "missing data folder": (lambda t: ["--data.data_dir=nowhere"], "image folder not found: nowhere"),
+    "empty data folder": (lambda t: [f"--data.data_dir={empty_folder(t)}"], "Couldn't find any class folder in empty"),
+    "unreadable image": (lambda t: [f"--data.data_dir={corrupt_image(t)}"], "unreadable image file(s): images/dog/broken.png"),
+    "class count mismatch": (
+        lambda t: ["--model.num_classes=3", "--model.net.num_classes=3"], "the data has 2 classes (cat, dog) but model.num_classes is 3"),
+    "net width mismatch": (lambda t: ["--model.net.num_classes=5"], "the net outputs shape (5,) per sample but model.num_classes is 2"),
+    "unknown loss": (lambda t: ["--model.loss=hinge"], "unknown loss 'hinge'"),
+    "unknown schedule": (lambda t: ["--model.lr_schedule.name=exponential"], "unknown lr schedule 'exponential'"),
+    "uneven tensor file": (
+        lambda t: ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={uneven_tensor_file(t)}"],
+        "inputs and targets differ in length (10 inputs, 9 targets)"),
+    "missing checkpoint": (lambda t: ["--ckpt_path=nope.ckpt"], "checkpoint not found: nope.ckpt"),
+    "truncated checkpoint": (lambda t: [f"--ckpt_path={truncated_checkpoint(t)}"], "is not a readable checkpoint"),
+    "broken config": (lambda t: ["--config", str(broken_yaml(t))], "Problems parsing config"),
+}
+
+
+def broken_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: [\n")
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp_path, earlier_run, capsys):
+    make_args, message = BAD_INPUTS[case]
+    args = ["fit", "--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.num_workers=0",
+            "--trainer.max_epochs=1", *QUIET, *make_args(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in err, err
+    assert "Traceback" not in err
+    assert tree_fingerprint(tmp_path / "runs") | earlier_run == tree_fingerprint(tmp_path / "runs")
+
+
+@pytest.mark.slow
+def test_a_bad_input_through_the_real_command_prints_no_traceback(tmp_path):
+    result = train_py("fit", "--config", IMAGE_CONFIG, "--data.data_dir=nowhere", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: image folder not found: nowhere"
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,238 @@
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_image_tree, make_mnist_files, write_png
+from project.datamodules import BatchAffine, ImageFolderDataModule, ImageTransforms, TensorDataModule, TorchvisionDataModule
+from project.datamodules.base import split_sizes, stratified_split
+from project.errors import UserError
+
+
+def set_up(datamodule, stage: str = "fit"):
+    datamodule.setup(stage)
+    return datamodule
+
+
+# --- tensors -------------------------------------------------------------------------------------
+
+
+def test_digits_split_sizes_shapes_and_class_names():
+    dm = set_up(TensorDataModule(dataset="digits", input_shape=[1, 8, 8], resize_to=32))
+    assert [len(dm.train_set), len(dm.val_set), len(dm.test_set)] == [1258, 180, 359]
+    x, y = dm.train_set[0]
+    assert x.shape == (1, 32, 32) and 0.0 <= x.min() and x.max() <= 1.0 and y.dtype == torch.long
+    assert dm.class_names == [str(i) for i in range(10)] and dm.num_classes == 10
+
+
+def test_flat_digits_and_iris():
+    digits = set_up(TensorDataModule(dataset="digits"))
+    assert digits.train_set[0][0].shape == (64,)
+    iris = set_up(TensorDataModule(dataset="iris", val_fraction=0.2, test_fraction=0.2))
+    assert [len(iris.train_set), len(iris.val_set), len(iris.test_set)] == [90, 30, 30]
+    assert iris.class_names == ["setosa", "versicolor", "virginica"]
+
+
+def test_split_is_seeded_and_disjoint():
+    first = set_up(TensorDataModule(dataset="digits", split_seed=3))
+    again = set_up(TensorDataModule(dataset="digits", split_seed=3))
+    other = set_up(TensorDataModule(dataset="digits", split_seed=4))
+    assert first.test_set.indices == again.test_set.indices
+    assert first.test_set.indices != other.test_set.indices
+    parts = [set(s.indices) for s in (first.train_set, first.val_set, first.test_set)]
+    assert sum(map(len, parts)) == 1797 and len(set.union(*parts)) == 1797
+
+
+def test_split_sizes_round_in_favour_of_training():
+    assert split_sizes(10, 0.15, 0.15) == [6, 2, 2]
+    with pytest.raises(UserError, match="val_fraction \\+ test_fraction"):
+        split_sizes(10, 0.6, 0.5)
+
+
+def test_standardize_uses_training_statistics_and_applies_to_every_batch():
+    dm = set_up(TensorDataModule(dataset="iris", standardize=True))
+    train_x = torch.stack([dm.train_set[i][0] for i in range(len(dm.train_set))])
+    out = dm.on_after_batch_transfer([train_x, torch.zeros(len(train_x))], 0)[0]
+    assert torch.allclose(out.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(out.std(0), torch.ones(4), atol=1e-5)
+
+
+def test_batch_affine_moves_pixels_but_keeps_shape_and_identity_is_exact():
+    torch.manual_seed(0)
+    images = torch.rand(8, 1, 32, 32)
+    moved = BatchAffine(degrees=15, translate=0.1)(images)
+    assert moved.shape == images.shape and not torch.allclose(moved, images)
+    still = BatchAffine(degrees=0, translate=0, scale_min=1, scale_max=1)(images)
+    assert torch.allclose(still, images, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt-tuple", ".npz", ".npy", ".csv"])
+def test_tensor_files_of_every_format_load_the_same_numbers(tmp_path, suffix):
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    y = np.arange(10) % 3
+    path = tmp_path / f"data{suffix.split('-')[0]}"
+    if suffix == ".pt":
+        torch.save({"x": torch.tensor(x), "y": torch.tensor(y)}, path)
+    elif suffix == ".pt-tuple":
+        torch.save((torch.tensor(x), torch.tensor(y)), path)
+    elif suffix == ".npz":
+        np.savez(path, x=x, y=y)
+    elif suffix == ".npy":
+        np.save(path, np.column_stack([x, y]))
+    else:
+        path.write_text("a,b,c,d,label\n" + "\n".join(",".join(map(str, [*r, t])) for r, t in zip(x, y)))
+    dm = TensorDataModule(dataset=None, path=str(path), val_fraction=0.2, test_fraction=0.2)
+    inputs, targets = dm.load()
+    assert torch.equal(inputs, torch.tensor(x)) and torch.equal(targets, torch.tensor(y))
+    assert dm.class_names == ["0", "1", "2"]
+
+
+def test_regression_targets_are_float_columns(tmp_path):
+    path = tmp_path / "reg.pt"
+    torch.save({"x": torch.randn(20, 5), "y": torch.randn(20)}, path)
+    _, targets = TensorDataModule(dataset=None, path=str(path), task="regression").load()
+    assert targets.shape == (20, 1) and targets.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("content", "options", "message"),
+    [
+        ({"x": torch.zeros(10, 3), "y": torch.zeros(9)}, {}, "inputs and targets differ in length \\(10 inputs, 9 targets\\)"),
+        ({"inputs": torch.zeros(10, 3)}, {}, "keys \\['x', 'y'\\] not found"),
+        ({"x": torch.zeros(10, 3), "y": torch.full((10,), 0.5)}, {}, "whole class indices"),
+        ({"x": torch.zeros(10, 3), "y": torch.zeros(10)}, {"input_shape": [2, 2]}, "cannot reshape inputs"),
+    ],
+)
+def test_bad_tensor_files_are_refused_with_the_cause(tmp_path, content, options, message):
+    path = tmp_path / "bad.pt"
+    torch.save(content, path)
+    with pytest.raises(UserError, match=message):
+        TensorDataModule(dataset=None, path=str(path), **options).load()
+
+
+def test_missing_garbage_and_unknown_tensor_sources(tmp_path):
+    with pytest.raises(UserError, match="data file not found"):
+        TensorDataModule(dataset=None, path=str(tmp_path / "none.pt")).load()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a tensor file")
+    with pytest.raises(UserError, match="cannot read data file .*garbage.pt"):
+        TensorDataModule(dataset=None, path=str(garbage)).load()
+    with pytest.raises(UserError, match="unknown built-in dataset 'mnist'"):
+        TensorDataModule(dataset="mnist").load()
+    with pytest.raises(UserError, match="exactly one of"):
+        TensorDataModule(dataset="digits", path="x.pt")
+
+
+def test_balanced_sampler_draws_classes_equally_often(tmp_path):
+    path = tmp_path / "imbalanced.pt"
+    targets = torch.tensor([0] * 180 + [1] * 20)
+    torch.save({"x": torch.randn(200, 2), "y": targets}, path)
+    torch.manual_seed(0)
+    dm = set_up(TensorDataModule(dataset=None, path=str(path), val_fraction=0, test_fraction=0,
+                                 balance_classes=True, batch_size=50))
+    drawn = torch.cat([y for _, y in dm.train_dataloader()])
+    counts = Counter(drawn.tolist())
+    assert len(drawn) == 200 and abs(counts[0] - counts[1]) < 40  # ~100 each instead of 180/20
+
+
+# --- image folders -------------------------------------------------------------------------------
+
+
+def test_one_tree_is_split_per_class_and_mixed_gray_rgb_load_alike(image_tree):
+    dm = set_up(ImageFolderDataModule(str(image_tree), transforms=ImageTransforms(image_size=16, channels=3)))
+    assert dm.class_names == ["cat", "dog"]
+    sizes = {split: Counter(t for _, t in samples) for split, samples in dm.split_samples.items()}
+    assert sizes == {"train": {0: 14, 1: 14}, "val": {0: 3, 1: 3}, "test": {0: 3, 1: 3}}
+    shapes = {dm.train_set[i][0].shape for i in range(len(dm.train_set))}
+    assert shapes == {torch.Size([3, 16, 16])}
+    gray = set_up(ImageFolderDataModule(str(image_tree), transforms=ImageTransforms(image_size=16, channels=1)))
+    assert gray.val_set[0][0].shape == (1, 16, 16)
+
+
+def test_image_split_is_seeded(image_tree):
+    a = set_up(ImageFolderDataModule(str(image_tree), split_seed=1)).split_samples["test"]
+    b = set_up(ImageFolderDataModule(str(image_tree), split_seed=1)).split_samples["test"]
+    c = set_up(ImageFolderDataModule(str(image_tree), split_seed=2)).split_samples["test"]
+    assert a == b and a != c
+
+
+def test_stratified_split_keeps_a_rare_class_in_every_split():
+    targets = [0] * 90 + [1] * 10
+    train, val, test = stratified_split(targets, 0.2, 0.2, seed=0)
+    assert [sum(targets[i] for i in part) for part in (train, val, test)] == [6, 2, 2]
+
+
+def test_train_val_test_folders_are_used_as_given(tmp_path):
+    for split, count in (("train", 6), ("val", 2), ("test", 3)):
+        make_image_tree(tmp_path / split, per_class=count)
+    dm = set_up(ImageFolderDataModule(str(tmp_path)))
+    assert {k: len(v) for k, v in dm.split_samples.items()} == {"train": 12, "val": 4, "test": 6}
+
+
+def test_train_folder_alone_is_cut_into_val_and_test(tmp_path):
+    make_image_tree(tmp_path / "train", per_class=10)
+    dm = set_up(ImageFolderDataModule(str(tmp_path), val_fraction=0.2, test_fraction=0.1))
+    assert {k: len(v) for k, v in dm.split_samples.items()} == {"train": 14, "val": 4, "test": 2}
+
+
+def test_corrupt_image_is_named_or_skipped(image_tree):
+    bad = image_tree / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    with pytest.raises(UserError, match=f"unreadable image file\\(s\\): {bad}"):
+        set_up(ImageFolderDataModule(str(image_tree)))
+    with pytest.warns(UserWarning, match="skipping 1 unreadable"):
+        dm = set_up(ImageFolderDataModule(str(image_tree), skip_bad_images=True))
+    assert all(path != str(bad) for split in dm.split_samples.values() for path, _ in split)
+    unchecked = set_up(ImageFolderDataModule(str(image_tree), check_images=False, val_fraction=0, test_fraction=0))
+    position = [p for p, _ in unchecked.split_samples["train"]].index(str(bad))
+    with pytest.raises(UserError, match=f"cannot read image {bad}"):
+        unchecked.train_set[position]
+
+
+def test_missing_and_empty_folders_are_named(tmp_path):
+    with pytest.raises(UserError, match="image folder not found: .*nowhere"):
+        ImageFolderDataModule(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="empty.*Couldn't find any class folder"):
+        set_up(ImageFolderDataModule(str(tmp_path / "empty")))
+    (tmp_path / "no_images" / "cat").mkdir(parents=True)
+    with pytest.raises(UserError, match="no_images.*Found no valid file"):
+        set_up(ImageFolderDataModule(str(tmp_path / "no_images")))
+
+
+def test_predict_set_lists_files_in_order_with_their_index(image_tree, tmp_path):
+    for i in range(3):
+        write_png(tmp_path / "new" / f"img{i}.png", i % 2, "RGB")
+    dm = set_up(ImageFolderDataModule(str(image_tree), predict_dir=str(tmp_path / "new")), "predict")
+    assert [Path(p).name for p in dm.predict_names] == ["img0.png", "img1.png", "img2.png"]
+    assert dm.predict_set[2][1] == 2
+
+
+def test_transform_options_are_checked():
+    with pytest.raises(UserError, match="mean has 3 values but channels is 1"):
+        ImageTransforms(channels=1, mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
+    with pytest.raises(UserError, match="channels must be 1 or 3"):
+        ImageTransforms(channels=2)
+
+
+# --- torchvision datasets ------------------------------------------------------------------------
+
+
+def test_mnist_idx_files_are_read_through_torchvision(tmp_path):
+    make_mnist_files(tmp_path)
+    dm = set_up(TorchvisionDataModule("mnist", root=str(tmp_path), val_fraction=0.1,
+                                      transforms=ImageTransforms(image_size=28, channels=1)))
+    assert [len(dm.train_set), len(dm.val_set), len(dm.test_set)] == [54, 6, 20]
+    x, y = dm.test_set[3]
+    assert x.shape == (1, 28, 28) and y == 3
+    assert x[0, 8:12, 4:24].min() == 1.0  # the bar written for label 3 survives the round trip
+    assert dm.class_names[0] == "0 - zero"
+
+
+@pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("cifar10", "cifar-10-batches-py")])
+def test_missing_torchvision_files_say_where_to_put_them(tmp_path, name, folder):
+    dm = TorchvisionDataModule(name, root=str(tmp_path))
+    with pytest.raises(UserError, match=f"(?s){name} files not found under {tmp_path}.*{tmp_path}/{folder}"):
+        dm.setup("fit")

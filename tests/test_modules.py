@@ -1,0 +1,110 @@
+"""The Lightning modules inside a real Trainer: logged numbers must equal numbers computed by hand."""
+
+import csv
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from project.datamodules import TensorDataModule
+from project.errors import UserError
+from project.lightning_modules import ClassificationModule, LRSchedule, RegressionModule
+from project.nets import TwoLayerNet
+
+
+def quiet_trainer(tmp_path, **kwargs) -> Trainer:
+    options = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, enable_progress_bar=False,
+                   enable_model_summary=False, logger=False, enable_checkpointing=False)
+    options.update(kwargs)
+    return Trainer(**options)
+
+
+def test_logged_test_metrics_equal_metrics_computed_by_hand(tmp_path):
+    seed_everything(0)
+    dm = TensorDataModule(dataset="digits", standardize=True, batch_size=50)
+    module = ClassificationModule(TwoLayerNet(64, 16, 10), num_classes=10, top_k=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, datamodule=dm)
+    logged = trainer.test(module, datamodule=dm, verbose=False)[0]
+
+    x = torch.stack([dm.test_set[i][0] for i in range(len(dm.test_set))])
+    y = torch.stack([dm.test_set[i][1] for i in range(len(dm.test_set))])
+    with torch.no_grad():
+        logits = module((x - dm.mean) / dm.std)
+    assert logged["test/acc"] == pytest.approx((logits.argmax(1) == y).float().mean().item(), abs=1e-6)
+    top3 = (logits.topk(3, 1).indices == y[:, None]).any(1).float().mean().item()
+    assert logged["test/top3_acc"] == pytest.approx(top3, abs=1e-6)
+    assert logged["test/top3_acc"] > logged["test/acc"]  # a 16-unit net after 1 epoch is not perfect
+    per_sample_loss = torch.nn.functional.cross_entropy(logits, y).item()
+    assert logged["test/loss"] == pytest.approx(per_sample_loss, rel=1e-5)  # exact mean over 359 samples
+
+
+def test_confusion_matrix_is_written_with_class_names(tmp_path):
+    seed_everything(0)
+    dm = TensorDataModule(dataset="iris", standardize=True, batch_size=16, val_fraction=0.2, test_fraction=0.2)
+    module = ClassificationModule(TwoLayerNet(4, 16, 3), num_classes=3)
+    from lightning.pytorch.loggers import CSVLogger
+
+    trainer = quiet_trainer(tmp_path, max_epochs=3, logger=CSVLogger(tmp_path))
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm, verbose=False)
+    with open(f"{trainer.log_dir}/confusion_matrix.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["true \\ pred", "setosa", "versicolor", "virginica"]
+    assert sum(int(c) for row in rows[1:] for c in row[1:]) == len(dm.test_set)
+    truth = torch.stack([dm.test_set[i][1] for i in range(len(dm.test_set))])
+    assert [sum(int(c) for c in row[1:]) for row in rows[1:]] == torch.bincount(truth, minlength=3).tolist()
+
+
+def test_regression_metrics_are_mse_and_mae(tmp_path):
+    path = tmp_path / "reg.pt"
+    x = torch.randn(200, 3)
+    torch.save({"x": x, "y": x @ torch.tensor([[1.0], [-2.0], [0.5]])}, path)
+    seed_everything(0)
+    dm = TensorDataModule(dataset=None, path=str(path), task="regression", batch_size=32)
+    module = RegressionModule(TwoLayerNet(3, 16, 1), loss="mse", lr_schedule=LRSchedule(name="cosine"))
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
+    trainer.fit(module, datamodule=dm)
+    logged = trainer.test(module, datamodule=dm, verbose=False)[0]
+    tx = torch.stack([dm.test_set[i][0] for i in range(len(dm.test_set))])
+    ty = torch.stack([dm.test_set[i][1] for i in range(len(dm.test_set))])
+    with torch.no_grad():
+        pred = module(tx)
+    assert logged["test/mse"] == pytest.approx(((pred - ty) ** 2).mean().item(), rel=1e-5)
+    assert logged["test/mae"] == pytest.approx((pred - ty).abs().mean().item(), rel=1e-5)
+    assert logged["test/loss"] == pytest.approx(logged["test/mse"], rel=1e-5)
+
+
+def test_lr_schedule_is_stepped_per_optimizer_step_by_lightning(tmp_path):
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+
+    seed_everything(0)
+    dm = TensorDataModule(dataset="iris", batch_size=30, val_fraction=0.2, test_fraction=0.0)  # 4 steps/epoch
+    optimizer = lambda params: torch.optim.SGD(params, lr=0.2)  # noqa: E731
+    module = ClassificationModule(TwoLayerNet(4, 8, 3), num_classes=3, optimizer=optimizer,
+                                  lr_schedule=LRSchedule(name="step", step_size=1, gamma=0.5, warmup_epochs=1))
+    trainer = quiet_trainer(tmp_path, max_epochs=3, logger=CSVLogger(tmp_path), log_every_n_steps=1,
+                            callbacks=[LearningRateMonitor(logging_interval="step")])
+    trainer.fit(module, datamodule=dm)
+    with open(f"{trainer.log_dir}/metrics.csv") as f:
+        lrs = [float(row["lr-SGD"]) for row in csv.DictReader(f) if row.get("lr-SGD")]
+    assert lrs == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1])
+
+
+def test_class_count_mismatches_are_named(tmp_path):
+    dm = TensorDataModule(dataset="iris")
+    with pytest.raises(UserError, match="the data has 3 classes \\(setosa, versicolor, virginica\\) but model.num_classes is 4"):
+        quiet_trainer(tmp_path, fast_dev_run=True).fit(ClassificationModule(TwoLayerNet(4, 8, 4), num_classes=4), datamodule=dm)
+    with pytest.raises(UserError, match="the net outputs shape \\(5,\\) per sample but model.num_classes is 3"):
+        quiet_trainer(tmp_path, fast_dev_run=True).fit(ClassificationModule(TwoLayerNet(4, 8, 5), num_classes=3), datamodule=dm)
+
+
+def test_only_trainable_parameters_reach_the_optimizer(tmp_path):
+    net = TwoLayerNet(4, 8, 3)
+    net.linear1.requires_grad_(False)
+    module = ClassificationModule(net, num_classes=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, datamodule=TensorDataModule(dataset="iris"))
+    params = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]
+    assert len(params) == 2 and all(p.requires_grad for p in params)
