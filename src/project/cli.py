@@ -57,6 +57,7 @@ class ProjectCLI(LightningCLI):
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            auto_configure_optimizers=False,  # the optimizer and schedule live in --model.*
             **kwargs,
         )
 
