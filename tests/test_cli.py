@@ -32,7 +32,7 @@ def test_fit_test_predict_end_to_end_on_an_image_folder(tmp_path):
     make_image_tree(tmp_path / "images", per_class=30)
     for i in range(6):
         write_png(tmp_path / "new" / f"sample{i}.png", i % 2, "RGB", seed=500 + i)
-    common = ["--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.num_workers=0", *QUIET]
+    common = ["--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.loader.num_workers=0", *QUIET]
 
     fit = train_py("fit", *common, "--trainer.max_epochs=6", "--model.optimizer.lr=0.05", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr
@@ -69,9 +69,9 @@ def test_every_config_parses(config, capsys):
         ("lenet_digits", []),
         ("two_layer_digits", []),
         ("two_layer_regression", ["--data.path=data/regression.pt"]),
-        ("lenet_imagefolder", ["--data.data_dir=images", "--data.num_workers=0"]),
-        ("lenet_mnist", ["--data.num_workers=0"]),
-        ("lenet_fashion_mnist", ["--data.num_workers=0"]),
+        ("lenet_imagefolder", ["--data.data_dir=images", "--data.loader.num_workers=0"]),
+        ("lenet_mnist", ["--data.loader.num_workers=0"]),
+        ("lenet_fashion_mnist", ["--data.loader.num_workers=0"]),
     ],
 )
 def test_configs_run_as_written_once_their_data_exists(config, extra, tmp_path, monkeypatch):
@@ -148,7 +148,7 @@ def broken_yaml(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp_path, earlier_run, capsys):
     make_args, message = BAD_INPUTS[case]
-    args = ["fit", "--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.num_workers=0",
+    args = ["fit", "--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.loader.num_workers=0",
             "--trainer.max_epochs=1", *QUIET, *make_args(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
         main(args)

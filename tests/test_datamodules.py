@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from conftest import make_image_tree, make_mnist_files, write_png
-from project.datamodules import BatchAffine, ImageFolderDataModule, ImageTransforms, TensorDataModule, TorchvisionDataModule
+from project.datamodules import (
+    BatchAffine,
+    ImageFolderDataModule,
+    ImageTransforms,
+    LoaderOptions,
+    TensorDataModule,
+    TorchvisionDataModule,
+)
 from project.datamodules.base import split_sizes, stratified_split
 from project.errors import UserError
 
@@ -131,7 +138,7 @@ def test_balanced_sampler_draws_classes_equally_often(tmp_path):
     torch.save({"x": torch.randn(200, 2), "y": targets}, path)
     torch.manual_seed(0)
     dm = set_up(TensorDataModule(dataset=None, path=str(path), val_fraction=0, test_fraction=0,
-                                 balance_classes=True, batch_size=50))
+                                 loader=LoaderOptions(balance_classes=True, batch_size=50)))
     drawn = torch.cat([y for _, y in dm.train_dataloader()])
     counts = Counter(drawn.tolist())
     assert len(drawn) == 200 and abs(counts[0] - counts[1]) < 40  # ~100 each instead of 180/20

@@ -6,7 +6,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from project.datamodules import TensorDataModule
+from project.datamodules import LoaderOptions, TensorDataModule
 from project.errors import UserError
 from project.lightning_modules import ClassificationModule, LRSchedule, RegressionModule
 from project.nets import TwoLayerNet
@@ -19,16 +19,21 @@ def quiet_trainer(tmp_path, **kwargs) -> Trainer:
     return Trainer(**options)
 
 
+def stacked(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ``(input, target)`` pairs of a split as two tensors."""
+    inputs, targets = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(inputs), torch.stack(targets)
+
+
 def test_logged_test_metrics_equal_metrics_computed_by_hand(tmp_path):
     seed_everything(0)
-    dm = TensorDataModule(dataset="digits", standardize=True, batch_size=50)
+    dm = TensorDataModule(dataset="digits", standardize=True, loader=LoaderOptions(batch_size=50))
     module = ClassificationModule(TwoLayerNet(64, 16, 10), num_classes=10, top_k=3)
     trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(module, datamodule=dm)
     logged = trainer.test(module, datamodule=dm, verbose=False)[0]
 
-    x = torch.stack([dm.test_set[i][0] for i in range(len(dm.test_set))])
-    y = torch.stack([dm.test_set[i][1] for i in range(len(dm.test_set))])
+    x, y = stacked(dm.test_set)
     with torch.no_grad():
         logits = module((x - dm.mean) / dm.std)
     assert logged["test/acc"] == pytest.approx((logits.argmax(1) == y).float().mean().item(), abs=1e-6)
@@ -41,7 +46,7 @@ def test_logged_test_metrics_equal_metrics_computed_by_hand(tmp_path):
 
 def test_confusion_matrix_is_written_with_class_names(tmp_path):
     seed_everything(0)
-    dm = TensorDataModule(dataset="iris", standardize=True, batch_size=16, val_fraction=0.2, test_fraction=0.2)
+    dm = TensorDataModule(dataset="iris", standardize=True, loader=LoaderOptions(batch_size=16), val_fraction=0.2, test_fraction=0.2)
     module = ClassificationModule(TwoLayerNet(4, 16, 3), num_classes=3)
     from lightning.pytorch.loggers import CSVLogger
 
@@ -52,7 +57,7 @@ def test_confusion_matrix_is_written_with_class_names(tmp_path):
         rows = list(csv.reader(f))
     assert rows[0] == ["true \\ pred", "setosa", "versicolor", "virginica"]
     assert sum(int(c) for row in rows[1:] for c in row[1:]) == len(dm.test_set)
-    truth = torch.stack([dm.test_set[i][1] for i in range(len(dm.test_set))])
+    truth = stacked(dm.test_set)[1]
     assert [sum(int(c) for c in row[1:]) for row in rows[1:]] == torch.bincount(truth, minlength=3).tolist()
 
 
@@ -61,13 +66,12 @@ def test_regression_metrics_are_mse_and_mae(tmp_path):
     x = torch.randn(200, 3)
     torch.save({"x": x, "y": x @ torch.tensor([[1.0], [-2.0], [0.5]])}, path)
     seed_everything(0)
-    dm = TensorDataModule(dataset=None, path=str(path), task="regression", batch_size=32)
+    dm = TensorDataModule(dataset=None, path=str(path), task="regression", loader=LoaderOptions(batch_size=32))
     module = RegressionModule(TwoLayerNet(3, 16, 1), loss="mse", lr_schedule=LRSchedule(name="cosine"))
     trainer = quiet_trainer(tmp_path, max_epochs=2)
     trainer.fit(module, datamodule=dm)
     logged = trainer.test(module, datamodule=dm, verbose=False)[0]
-    tx = torch.stack([dm.test_set[i][0] for i in range(len(dm.test_set))])
-    ty = torch.stack([dm.test_set[i][1] for i in range(len(dm.test_set))])
+    tx, ty = stacked(dm.test_set)
     with torch.no_grad():
         pred = module(tx)
     assert logged["test/mse"] == pytest.approx(((pred - ty) ** 2).mean().item(), rel=1e-5)
@@ -80,7 +84,7 @@ def test_lr_schedule_is_stepped_per_optimizer_step_by_lightning(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
     seed_everything(0)
-    dm = TensorDataModule(dataset="iris", batch_size=30, val_fraction=0.2, test_fraction=0.0)  # 4 steps/epoch
+    dm = TensorDataModule(dataset="iris", loader=LoaderOptions(batch_size=30), val_fraction=0.2, test_fraction=0.0)  # 4 steps/epoch
     optimizer = lambda params: torch.optim.SGD(params, lr=0.2)  # noqa: E731
     module = ClassificationModule(TwoLayerNet(4, 8, 3), num_classes=3, optimizer=optimizer,
                                   lr_schedule=LRSchedule(name="step", step_size=1, gamma=0.5, warmup_epochs=1))

@@ -1,6 +1,7 @@
 """Lightning data modules: image folders, in-memory tensors and torchvision datasets."""
 
 from project.datamodules.augment import BatchAffine
+from project.datamodules.base import LoaderOptions
 from project.datamodules.image_folder import ImageFolderDataModule
 from project.datamodules.tensor_data import TensorDataModule
 from project.datamodules.torchvision_data import TorchvisionDataModule
@@ -12,6 +13,7 @@ __all__ = [
     "BatchAffine",
     "ImageFolderDataModule",
     "ImageTransforms",
+    "LoaderOptions",
     "TensorDataModule",
     "TorchvisionDataModule",
 ]

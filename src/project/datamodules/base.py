@@ -1,6 +1,7 @@
 """What every data module shares: DataLoader options, the class-balancing sampler and predict indexing."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,35 +27,30 @@ class IndexedInputs(Dataset):
         return self.dataset[index][0], index
 
 
+@dataclass
+class LoaderOptions:
+    """DataLoader settings, the same for every data module (``data.loader.*`` in configs)."""
+
+    batch_size: int = 64
+    """Samples per batch on each device."""
+    num_workers: int = 0
+    """Loader worker processes (0 loads in the main process)."""
+    pin_memory: bool = False
+    """Page-lock batches for faster host-to-GPU copies."""
+    persistent_workers: bool = False
+    """Keep workers alive between epochs (only with num_workers > 0)."""
+    drop_last: bool = False
+    """Drop the last incomplete training batch."""
+    balance_classes: bool = False
+    """Draw training samples with a WeightedRandomSampler so each class is seen equally often."""
+
+
 class BaseDataModule(LightningDataModule):
-    """DataLoader settings shared by all data modules; subclasses fill the datasets in ``setup``.
+    """Loaders shared by all data modules; subclasses fill the datasets in ``setup``."""
 
-    Args:
-        batch_size: samples per batch on each device.
-        num_workers: loader worker processes (0 loads in the main process).
-        pin_memory: page-lock batches for faster host-to-GPU copies.
-        persistent_workers: keep workers alive between epochs (needs num_workers > 0).
-        drop_last: drop the last incomplete training batch.
-        balance_classes: draw training samples with a ``WeightedRandomSampler`` so each class
-            is seen equally often (with replacement), for imbalanced data.
-    """
-
-    def __init__(
-        self,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        drop_last: bool = False,
-        balance_classes: bool = False,
-    ) -> None:
+    def __init__(self, loader: LoaderOptions | None = None) -> None:
         super().__init__()
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.drop_last = drop_last
-        self.balance_classes = balance_classes
+        self.loader = loader or LoaderOptions()
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -72,12 +68,12 @@ class BaseDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = None
-        if self.balance_classes:
+        if self.loader.balance_classes:
             targets = self.train_targets()
             class_counts = torch.bincount(targets)
             weights = 1.0 / class_counts.clamp(min=1).double()[targets]
             sampler = WeightedRandomSampler(weights, num_samples=len(targets), replacement=True)
-        return self._loader(self.train_set, shuffle=sampler is None, sampler=sampler, drop_last=self.drop_last)
+        return self._loader(self.train_set, shuffle=sampler is None, sampler=sampler, drop_last=self.loader.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)
@@ -93,11 +89,11 @@ class BaseDataModule(LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() did not create this split")
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.loader.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            num_workers=self.loader.num_workers,
+            pin_memory=self.loader.pin_memory,
+            persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
             **kwargs,
         )
 

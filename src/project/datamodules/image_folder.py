@@ -7,7 +7,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from project.datamodules.base import BaseDataModule, IndexedInputs, stratified_split
+from project.datamodules.base import BaseDataModule, LoaderOptions, IndexedInputs, stratified_split
 from project.datamodules.transforms import ImageTransforms
 from project.errors import UserError
 
@@ -89,6 +89,7 @@ class ImageFolderDataModule(BaseDataModule):
             training starts rather than mid-epoch.
         skip_bad_images: with ``check_images``, leave damaged files out (with a warning) instead
             of stopping.
+        loader: batch size, workers and sampling (``LoaderOptions``).
     """
 
     def __init__(
@@ -101,14 +102,9 @@ class ImageFolderDataModule(BaseDataModule):
         split_seed: int = 0,
         check_images: bool = True,
         skip_bad_images: bool = False,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        drop_last: bool = False,
-        balance_classes: bool = False,
+        loader: LoaderOptions | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, drop_last, balance_classes)
+        super().__init__(loader)
         self.data_dir = Path(data_dir)
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.transforms = transforms or ImageTransforms()

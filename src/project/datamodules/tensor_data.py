@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset, random_split
 
 from project.datamodules.augment import BatchAffine
-from project.datamodules.base import BaseDataModule, IndexedInputs, split_sizes
+from project.datamodules.base import BaseDataModule, LoaderOptions, IndexedInputs, split_sizes
 from project.errors import UserError
 
 BUILTIN_DATASETS = ("digits", "iris")
@@ -117,6 +117,7 @@ class TensorDataModule(BaseDataModule):
         augment: random affine augmentation of each training batch (image inputs only).
         val_fraction / test_fraction / split_seed: the split; the seed is separate from the
             training seed so that every training seed is tested on the same samples.
+        loader: batch size, workers and sampling (``LoaderOptions``).
     """
 
     def __init__(
@@ -134,19 +135,14 @@ class TensorDataModule(BaseDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        drop_last: bool = False,
-        balance_classes: bool = False,
+        loader: LoaderOptions | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, drop_last, balance_classes)
+        super().__init__(loader)
         if (dataset is None) == (path is None):
             raise UserError("set exactly one of data.dataset (digits, iris) and data.path (a tensor file)")
         if task not in ("classification", "regression"):
             raise UserError(f"unknown task {task!r}: choose classification or regression")
-        if balance_classes and task != "classification":
+        if loader is not None and loader.balance_classes and task != "classification":
             raise UserError("balance_classes needs task: classification")
         self.dataset, self.path, self.task = dataset, path, task
         self.input_key, self.target_key, self.num_target_columns = input_key, target_key, num_target_columns

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
-from project.datamodules.base import BaseDataModule, IndexedInputs, split_sizes
+from project.datamodules.base import BaseDataModule, LoaderOptions, IndexedInputs, split_sizes
 from project.datamodules.transforms import ImageTransforms
 from project.errors import UserError
 
@@ -39,6 +39,7 @@ class TorchvisionDataModule(BaseDataModule):
             machine fails at once with a message saying which files to put where.
         transforms: resize, channels, augmentation and normalisation (``ImageTransforms``).
         val_fraction / split_seed: the part of the official train set held out for validation.
+        loader: batch size, workers and sampling (``LoaderOptions``).
     """
 
     def __init__(
@@ -49,14 +50,9 @@ class TorchvisionDataModule(BaseDataModule):
         transforms: ImageTransforms | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        drop_last: bool = False,
-        balance_classes: bool = False,
+        loader: LoaderOptions | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, drop_last, balance_classes)
+        super().__init__(loader)
         if name not in DATASETS:
             raise UserError(f"unknown torchvision dataset {name!r}: choose one of {', '.join(DATASETS)}")
         self.name, self.root, self.download = name, Path(root), download
