@@ -1,6 +1,6 @@
 """Write a synthetic regression set for configs/two_layer_regression.yaml.
 
-    python scripts/make_regression_data.py data/regression.pt [--samples 2048]
+    python scripts/make_regression_data.py data/regression.pt [--samples 8192]
 
 Targets are a fixed random two-layer function of the inputs plus a little noise, so a
 two-layer net can fit them (the seeds' example used pure noise, which nothing can learn).
@@ -15,7 +15,7 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path)
-    parser.add_argument("--samples", type=int, default=2048)
+    parser.add_argument("--samples", type=int, default=8192)
     parser.add_argument("--d-in", type=int, default=1000)
     parser.add_argument("--d-out", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

@@ -41,17 +41,36 @@ def test_fit_test_predict_end_to_end_on_an_image_folder(tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert torch.load(best, weights_only=False)["class_names"] == ["cat", "dog"]
 
+    validate = train_py("validate", *common, f"--ckpt_path={best}", cwd=tmp_path)
+    assert validate.returncode == 0, validate.stderr
+    best_val_acc = float(best.stem.split("val_acc=")[1])  # what fit measured when it saved this checkpoint
+    val_rows = read_csv(tmp_path / "runs" / "lenet_imagefolder" / "version_1" / "metrics.csv")
+    assert float(val_rows[-1]["val/acc"]) == pytest.approx(best_val_acc, abs=1e-4)
+
     test = train_py("test", *common, f"--ckpt_path={best}", cwd=tmp_path)
     assert test.returncode == 0, test.stderr
-    test_rows = [r for r in read_csv(tmp_path / "runs" / "lenet_imagefolder" / "version_1" / "metrics.csv") if r["test/acc"]]
+    test_rows = [r for r in read_csv(tmp_path / "runs" / "lenet_imagefolder" / "version_2" / "metrics.csv") if r["test/acc"]]
     assert float(test_rows[-1]["test/acc"]) >= 0.9
 
     predict = train_py("predict", *common, f"--ckpt_path={best}", "--data.predict_dir=new", cwd=tmp_path)
     assert predict.returncode == 0, predict.stderr
-    rows = read_csv(tmp_path / "runs" / "lenet_imagefolder" / "version_2" / "predictions.csv")
+    rows = read_csv(tmp_path / "runs" / "lenet_imagefolder" / "version_3" / "predictions.csv")
     assert [Path(r["input"]).name for r in rows] == [f"sample{i}.png" for i in range(6)]
     assert [r["predicted_class"] for r in rows] == ["cat", "dog"] * 3  # sample i has the pattern of class i % 2
     assert all(0.5 <= float(r["probability"]) <= 1.0 for r in rows)
+
+
+@pytest.mark.slow
+def test_predict_on_tensor_data_writes_one_row_per_test_sample(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), *QUIET]
+    main(["fit", *config, "--trainer.max_epochs=2"])
+    last = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt"
+    main(["predict", *config, f"--ckpt_path={last}"])
+    rows = read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "predictions.csv")
+    assert len(rows) == 359 and rows[0]["input"].startswith("row ")
+    assert len({r["input"] for r in rows}) == 359
+    assert {r["predicted_class"] for r in rows} <= {str(d) for d in range(10)}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

@@ -1,6 +1,7 @@
 """The command line: LightningCLI with the project's modules, and one-line errors for bad input."""
 
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import NoReturn
@@ -109,6 +110,8 @@ def user_error_message(error: BaseException) -> str | None:
 
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
+    # Lightning 2.6 calls a torch API that torch 2.14 deprecates, once per run: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     try:
         ProjectCLI(args=args)
     except Exception as error:
