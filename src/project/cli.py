@@ -78,7 +78,7 @@ class ProjectCLI(LightningCLI):
 def check_checkpoint_path(ckpt_path: str | None) -> None:
     """Refuse a checkpoint path that does not exist or is not a torch checkpoint, before any work.
 
-    ``best``, ``last`` and ``hpc`` are Lightning's own names and are left to Lightning.
+    ``best``, ``last``, ``hpc`` and ``registry`` are Lightning's own names and are left to Lightning.
     """
     if ckpt_path is None or ckpt_path in ("best", "last", "hpc", "registry"):
         return
