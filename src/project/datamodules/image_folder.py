@@ -7,7 +7,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from project.datamodules.base import BaseDataModule, LoaderOptions, IndexedInputs, stratified_split
+from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, stratified_split
 from project.datamodules.transforms import ImageTransforms
 from project.errors import UserError
 

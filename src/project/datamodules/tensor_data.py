@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset, random_split
 
 from project.datamodules.augment import BatchAffine
-from project.datamodules.base import BaseDataModule, LoaderOptions, IndexedInputs, split_sizes
+from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
 from project.errors import UserError
 
 BUILTIN_DATASETS = ("digits", "iris")
@@ -142,7 +142,7 @@ class TensorDataModule(BaseDataModule):
             raise UserError("set exactly one of data.dataset (digits, iris) and data.path (a tensor file)")
         if task not in ("classification", "regression"):
             raise UserError(f"unknown task {task!r}: choose classification or regression")
-        if loader is not None and loader.balance_classes and task != "classification":
+        if self.loader.balance_classes and task != "classification":
             raise UserError("balance_classes needs task: classification")
         self.dataset, self.path, self.task = dataset, path, task
         self.input_key, self.target_key, self.num_target_columns = input_key, target_key, num_target_columns

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
-from project.datamodules.base import BaseDataModule, LoaderOptions, IndexedInputs, split_sizes
+from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
 from project.datamodules.transforms import ImageTransforms
 from project.errors import UserError
 
