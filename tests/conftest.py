@@ -1,7 +1,10 @@
 """Shared fixtures: small image folders, MNIST-format files and tensor files, all generated on the fly."""
 
+import csv
 import gzip
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,19 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def train_py(*args: str, cwd: Path, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``train.py`` as a user would, optionally under a launcher such as torchrun."""
+    command = [*launcher, str(REPO / "train.py"), *args] if launcher else [sys.executable, str(REPO / "train.py"), *args]
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
 
 
 def write_png(path: Path, label: int, mode: str, size: int = 12, seed: int = 0) -> None:

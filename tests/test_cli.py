@@ -1,30 +1,16 @@
 """The command line as a user runs it: fit -> test -> predict, every config, and bad input."""
 
-import csv
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, make_image_tree, make_mnist_files, write_png
+from conftest import QUIET, REPO, make_image_tree, make_mnist_files, read_csv, train_py, write_png
 from project.cli import main
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 IMAGE_CONFIG = str(REPO / "configs" / "lenet_imagefolder.yaml")
-
-
-def train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow

@@ -1,11 +1,12 @@
 """Callbacks the configs add to the Trainer beside Lightning's own."""
 
 import csv
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -16,7 +17,8 @@ class PredictionCSVWriter(BasePredictionWriter):
     Classification rows are ``input, predicted_class, probability`` (the class *name* saved
     in the checkpoint); multilabel rows list every label above 0.5; regression rows are
     ``input, prediction[, prediction_1, ...]``. ``input`` is the image path or the row name
-    the data module gives.
+    the data module gives. Under DDP every rank predicts its own share of the inputs; rank 0
+    gathers them and writes each input once.
 
     Args:
         output_file: where to write; by default ``predictions.csv`` in the run's log folder.
@@ -45,13 +47,19 @@ class PredictionCSVWriter(BasePredictionWriter):
         )
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank makes it
+        rows = self._rows
+        if trainer.world_size > 1:
+            gathered: list[list[dict[str, Any]]] = [[] for _ in range(trainer.world_size)]
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [row for rank_rows in gathered for row in rank_rows]
         if not trainer.is_global_zero:
             return
         names = getattr(trainer.datamodule, "predict_names", None) or []
         class_names = getattr(pl_module, "class_names", None)
-        path = Path(self.output_file or Path(trainer.log_dir or ".") / "predictions.csv")
+        path = Path(self.output_file or Path(log_dir or ".") / "predictions.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = sorted(self._rows, key=lambda row: row["index"])
+        rows = sorted(rows, key=lambda row: row["index"])
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(self._header(rows, class_names))
@@ -80,3 +88,37 @@ class PredictionCSVWriter(BasePredictionWriter):
             chosen = [name(i) for i, flag in enumerate(row["pred"]) if flag]
             return [";".join(chosen), ";".join(f"{p:.4f}" for p in row["prob"])]
         return [name(row["pred"]), f"{row['prob']:.4f}"]
+
+
+class TrainingThroughput(Callback):
+    """Logs ``perf/epoch_s`` (training part of the epoch, without validation) and
+    ``perf/samples_per_s`` (over all ranks) once per epoch: a cheap, always-on speed gauge.
+
+    The clock runs from the start of the epoch to the end of its last training batch, so it
+    includes data loading, forward, backward, the optimizer and any gradient all-reduce.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start = 0.0
+        self._end = 0.0
+        self._samples = 0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = self._end = time.perf_counter()
+        self._samples = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._samples += len(batch[0]) * trainer.world_size
+        self._end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seconds = self._end - self._start
+        if seconds <= 0 or trainer.logger is None or trainer.sanity_checking:
+            return
+        trainer.logger.log_metrics(
+            {"perf/epoch_s": seconds, "perf/samples_per_s": self._samples / seconds, "epoch": trainer.current_epoch},
+            step=trainer.global_step,
+        )

@@ -1,15 +1,18 @@
 """The command line: LightningCLI with the project's modules, and one-line errors for bad input."""
 
+import os
 import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins import LayerSync
 from lightning.pytorch.utilities import rank_zero_info
 
+from project.distributed import SyncBatchNormPlugin, match_torchrun
 from project.errors import UserError
 
 
@@ -61,6 +64,19 @@ class ProjectCLI(LightningCLI):
             auto_configure_optimizers=False,  # the optimizer and schedule live in --model.*
             **kwargs,
         )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        match_torchrun(config["trainer"])
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # trainer.sync_batchnorm: Lightning's own plugin converts to torch's SyncBatchNorm, which
+        # refuses CPU tensors; ours also syncs on CPU (gloo).
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if config.get("sync_batchnorm") and not any(isinstance(p, LayerSync) for p in plugins):
+            config["plugins"] = [*plugins, SyncBatchNormPlugin()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the checkpoint here, before anything else: check it first.
@@ -118,5 +134,6 @@ def main(args: list[str] | None = None) -> None:
         message = user_error_message(error)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:  # every rank fails alike: say it once
+            print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

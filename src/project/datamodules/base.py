@@ -1,12 +1,14 @@
-"""What every data module shares: DataLoader options, the class-balancing sampler and predict indexing."""
+"""What every data module shares: DataLoader options, batch-size arithmetic, samplers and predict indexing."""
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
 from project.errors import UserError
 
@@ -31,8 +33,13 @@ class IndexedInputs(Dataset):
 class LoaderOptions:
     """DataLoader settings, the same for every data module (``data.loader.*`` in configs)."""
 
-    batch_size: int = 64
-    """Samples per batch on each device."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all devices and accumulation steps. Each device then loads
+    ``global_batch_size / (world_size * accumulate_grad_batches)`` per batch, so the recipe stays the
+    same on 1 or N devices. It must divide evenly."""
+    batch_size: int | None = None
+    """Samples per batch on each device, if you would rather fix that than the global batch
+    (64 when neither is given; set one or the other, not both)."""
     num_workers: int = 0
     """Loader worker processes (0 loads in the main process)."""
     pin_memory: bool = False
@@ -51,6 +58,12 @@ class BaseDataModule(LightningDataModule):
     def __init__(self, loader: LoaderOptions | None = None) -> None:
         super().__init__()
         self.loader = loader or LoaderOptions()
+        if self.loader.batch_size is not None and self.loader.global_batch_size is not None:
+            raise UserError("set data.loader.global_batch_size or data.loader.batch_size, not both")
+        for name in ("batch_size", "global_batch_size"):
+            value = getattr(self.loader, name)
+            if value is not None and value < 1:
+                raise UserError(f"data.loader.{name} must be >= 1, got {value}")
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -66,35 +79,77 @@ class BaseDataModule(LightningDataModule):
         """Class index of every training sample, in dataset order (for ``balance_classes``)."""
         raise NotImplementedError(f"{type(self).__name__} does not support balance_classes")
 
+    def _world(self) -> tuple[int, int, int]:
+        """``(world_size, global_rank, accumulate_grad_batches)`` of the attached trainer, or one process."""
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0, 1
+        return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
+
+    def batch_size_per_device(self) -> int:
+        """Samples in one batch on this device, derived from ``global_batch_size`` when that is set."""
+        if self.loader.global_batch_size is None:
+            return self.loader.batch_size or 64
+        world_size, _, accumulate = self._world()
+        shares = world_size * accumulate
+        if self.loader.global_batch_size % shares:
+            raise UserError(
+                f"data.loader.global_batch_size={self.loader.global_batch_size} does not divide into "
+                f"{world_size} device(s) x {accumulate} accumulation step(s): make it a multiple of {shares}"
+            )
+        return self.loader.global_batch_size // shares
+
     def train_dataloader(self) -> DataLoader:
-        sampler = None
+        return self._loader(self.train_set, self._train_sampler(), drop_last=self.loader.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self._evaluation_sampler(self.val_set))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self._evaluation_sampler(self.test_set))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, self._evaluation_sampler(self.predict_set))
+
+    def _train_sampler(self) -> Sampler | None:
+        """A seeded shuffle that is the same permutation on 1 or N processes, cut into one slice per rank.
+
+        Rank ``r`` takes every ``world_size``-th sample of the permutation, so the union of the ranks'
+        ``i``-th batches is exactly the ``i``-th batch of one process with the global batch size: DDP
+        then trains the same model as one device. Lightning calls ``set_epoch`` for a new order each epoch.
+        """
+        world_size, rank, _ = self._world()
         if self.loader.balance_classes:
+            # Lightning shards this one across ranks itself (DistributedSamplerWrapper).
             targets = self.train_targets()
             class_counts = torch.bincount(targets)
             weights = 1.0 / class_counts.clamp(min=1).double()[targets]
-            sampler = WeightedRandomSampler(weights, num_samples=len(targets), replacement=True)
-        return self._loader(self.train_set, shuffle=sampler is None, sampler=sampler, drop_last=self.loader.drop_last)
+            return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True)
+        if self.train_set is None:
+            return None
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+        return DistributedSampler(self.train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+    def _evaluation_sampler(self, dataset: Dataset | None) -> Sampler | None:
+        """Under DDP each rank evaluates every ``world_size``-th sample, with no padding, so every
+        sample is counted once and metrics equal a single device's (Lightning's own sampler would
+        repeat samples to even out the ranks)."""
+        world_size, rank, _ = self._world()
+        if dataset is None or world_size == 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set)
-
-    def _loader(self, dataset: Dataset | None, shuffle: bool = False, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create this split")
         return DataLoader(
             dataset,
-            batch_size=self.loader.batch_size,
-            shuffle=shuffle,
+            batch_size=self.batch_size_per_device(),
+            sampler=sampler,
+            drop_last=drop_last,
             num_workers=self.loader.num_workers,
             pin_memory=self.loader.pin_memory,
             persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
-            **kwargs,
         )
 
 

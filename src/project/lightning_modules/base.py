@@ -18,9 +18,10 @@ class TrainingModule(LightningModule):
 
     Subclasses add the loss and the metrics: they implement ``evaluate`` and set
     ``train_metrics``, ``val_metrics`` and ``test_metrics`` (prefixed ``MetricCollection``s).
-    Losses are averaged per sample over the whole epoch, across ranks under DDP. The optimizer is any ``torch.optim`` class given
-    by ``class_path`` in the config; it only receives parameters that require gradients, so
-    frozen layers cost nothing.
+    Epoch losses and metrics are averaged per sample over the whole epoch and across ranks under
+    DDP (torchmetrics states are summed over ranks once, at epoch end); ``train/loss_step`` is this
+    rank's batch loss. The optimizer is any ``torch.optim`` class given by ``class_path`` in the
+    config; it only receives parameters that require gradients, so frozen layers cost nothing.
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class TrainingModule(LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule or LRSchedule()
+        self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.train_metrics: MetricCollection
@@ -45,7 +47,9 @@ class TrainingModule(LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, preds, target = self.evaluate(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.train_loss.update(loss.detach(), weight=len(target))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.train_metrics.update(preds, target)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss

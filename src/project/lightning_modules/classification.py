@@ -4,7 +4,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MetricCollection
 
@@ -114,11 +113,9 @@ class ClassificationModule(TrainingModule):
         matrix = self.test_confusion.compute()
         self.test_confusion.reset()
         names = self.class_names or [str(i) for i in range(len(matrix))]
-        self._report_confusion(matrix, names)
-
-    @rank_zero_only
-    def _report_confusion(self, matrix: torch.Tensor, names: list[str]) -> None:
-        report_confusion_matrix(matrix, names, self.trainer.log_dir)
+        log_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it
+        if self.trainer.is_global_zero:
+            report_confusion_matrix(matrix, names, log_dir)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Return ``index``, ``pred`` (class index, or multi-hot for multilabel) and ``prob`` per sample."""

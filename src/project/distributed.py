@@ -1,0 +1,115 @@
+"""Multi-process training helpers: SyncBatchNorm that also runs on CPU, and torchrun's world size.
+
+Lightning does the rest of DDP (process launch, gradient all-reduce, ``no_sync`` during gradient
+accumulation, rank-0-only checkpoints and logs). These fill the two gaps a CPU user meets first.
+"""
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_functional
+from lightning.pytorch.plugins import TorchSyncBatchNorm
+from torch import nn
+
+from project.errors import UserError
+
+
+class SyncBatchNorm(nn.SyncBatchNorm):
+    """``torch.nn.SyncBatchNorm`` that also synchronises CPU tensors (gloo), not just GPU ones.
+
+    On GPU it is torch's own layer. On CPU it all-reduces per-channel sums, sums of squares and
+    counts (an all-reduce that autograd differentiates through), so the output and the running
+    statistics are those of one BatchNorm over the batches of all ranks together.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.device.type != "cpu" or not self._syncing():
+            return super().forward(input)
+        self._check_input_dim(input)
+        group = self.process_group or dist.group.WORLD
+        channels = input.shape[1]
+        reduce_dims = [0, *range(2, input.ndim)]
+        count = torch.tensor([input.numel() / channels], dtype=input.dtype)
+        local = torch.cat([input.sum(reduce_dims), (input * input).sum(reduce_dims), count])
+        total = dist_functional.all_reduce(local, group=group)
+        n = total[-1]
+        mean = total[:channels] / n
+        var = (total[channels : 2 * channels] / n - mean * mean).clamp(min=0)
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach(), n.item())
+        shape = [1, channels] + [1] * (input.ndim - 2)
+        output = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            output = output * self.weight.view(shape) + self.bias.view(shape)
+        return output
+
+    def _syncing(self) -> bool:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return False
+        return dist.get_world_size(self.process_group or dist.group.WORLD) > 1
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
+        self.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * (n / max(n - 1.0, 1.0))
+        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        """Replace every ``BatchNorm*d`` in ``module`` with this layer, keeping weights and statistics."""
+        converted = module
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm):
+            converted = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+            if module.affine:
+                with torch.no_grad():
+                    converted.weight = module.weight
+                    converted.bias = module.bias
+            converted.running_mean = module.running_mean
+            converted.running_var = module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+            converted.train(module.training)
+        for name, child in module.named_children():
+            converted.add_module(name, cls.convert(child))
+        return converted
+
+
+class SyncBatchNormPlugin(TorchSyncBatchNorm):
+    """What ``trainer.sync_batchnorm: true`` applies: converts to :class:`SyncBatchNorm` (CPU and GPU)."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return SyncBatchNorm.convert(model)
+
+
+def torchrun_world() -> tuple[int, int] | None:
+    """``(processes per node, nodes)`` when this process was started by torchrun, else ``None``."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    world_size = int(os.environ["WORLD_SIZE"])
+    per_node = int(os.environ["LOCAL_WORLD_SIZE"])
+    return per_node, max(1, world_size // per_node)
+
+
+def match_torchrun(trainer_config: Any) -> None:
+    """Under torchrun, take the device and node counts from the launcher when ``devices`` is ``auto``;
+    refuse counts that disagree with it (Lightning would fail later with a longer story)."""
+    world = torchrun_world()
+    if world is None:
+        return
+    per_node, nodes = world
+    devices = trainer_config.get("devices", "auto")
+    if devices in ("auto", None, -1, "-1"):
+        trainer_config["devices"] = per_node
+        trainer_config["num_nodes"] = nodes
+        return
+    count = len(devices) if isinstance(devices, list) else int(str(devices).rstrip(","))
+    num_nodes = int(trainer_config.get("num_nodes") or 1)
+    if count * num_nodes != per_node * nodes:
+        raise UserError(
+            f"torchrun started {per_node * nodes} processes ({per_node} per node on {nodes} node(s)) but "
+            f"trainer.devices={devices} x trainer.num_nodes={num_nodes} is {count * num_nodes}: "
+            f"set --trainer.devices={per_node} --trainer.num_nodes={nodes} (or devices: auto)"
+        )

@@ -1,0 +1,218 @@
+"""Scale-out with real processes on CPU (gloo): DDP through Lightning's launcher and torchrun, two
+simulated nodes, gradient accumulation and SyncBatchNorm, each compared with one process."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from conftest import QUIET, REPO, read_csv, train_py
+from project.datamodules import LoaderOptions, TensorDataModule
+from project.distributed import SyncBatchNorm, SyncBatchNormPlugin, match_torchrun
+from project.errors import UserError
+
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
+# The two-layer net (no BatchNorm, no dropout) on the 1,258 training digits: a global batch of 74
+# is 17 steps per epoch, 37 per rank on 2 ranks, and two accumulated micro-batches of 37.
+RECIPE = [
+    "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=2",
+    "--trainer.accelerator=cpu", "--data.loader.global_batch_size=74", *QUIET,
+]
+TWO_DDP = ["--trainer.devices=2", "--trainer.strategy=ddp"]
+RUN = Path("runs", "two_layer_digits")
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tolerance: float = 1e-5) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=tolerance, rtol=0), name
+
+
+def validation_rows(run_dir: Path) -> list[dict[str, str]]:
+    return [r for r in read_csv(run_dir / "metrics.csv") if r.get("val/acc")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> Path:
+    """The reference: the recipe on one process."""
+    cwd = tmp_path_factory.mktemp("one_process")
+    result = train_py("fit", *RECIPE, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / RUN / "version_0"
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_train_the_weights_of_one_process_with_the_same_global_batch(one_process, tmp_path):
+    result = train_py("fit", *RECIPE, *TWO_DDP, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ddp = tmp_path / RUN / "version_0"
+    assert_same_weights(weights(ddp), weights(one_process))
+    for ours, reference in zip(validation_rows(ddp), validation_rows(one_process), strict=True):
+        assert ours["val/acc"] == reference["val/acc"]  # 180 samples split 90/90: each counted once
+        assert float(ours["val/loss"]) == pytest.approx(float(reference["val/loss"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_accumulating_two_half_batches_trains_the_weights_of_the_full_batch(one_process, tmp_path):
+    result = train_py("fit", *RECIPE, "--trainer.accumulate_grad_batches=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(weights(tmp_path / RUN / "version_0"), weights(one_process))
+
+
+@pytest.mark.slow
+def test_accumulation_under_ddp_trains_the_weights_of_one_process(tmp_path):
+    # Global batch 148 = 2 ranks x 2 micro-batches of 37; 8 full steps per epoch (16 micro-batches).
+    reference = train_py("fit", *RECIPE, "--data.loader.global_batch_size=148", "--trainer.limit_train_batches=8",
+                         cwd=tmp_path / "one")
+    assert reference.returncode == 0, reference.stderr
+    ddp = train_py("fit", *RECIPE, *TWO_DDP, "--data.loader.global_batch_size=148", "--trainer.limit_train_batches=16",
+                   "--trainer.accumulate_grad_batches=2", cwd=tmp_path / "ddp")
+    assert ddp.returncode == 0, ddp.stderr
+    assert_same_weights(weights(tmp_path / "ddp" / RUN / "version_0"), weights(tmp_path / "one" / RUN / "version_0"))
+
+
+@pytest.mark.slow
+def test_torchrun_fit_then_test_and_predict_equal_one_process(one_process, tmp_path):
+    torchrun = (*TORCHRUN, "--standalone", "--nproc_per_node=2")
+    fit = train_py("fit", *RECIPE, cwd=tmp_path, launcher=torchrun)
+    assert fit.returncode == 0, fit.stderr
+    run = tmp_path / RUN / "version_0"
+    assert sorted(p.name for p in (tmp_path / RUN).iterdir()) == ["version_0"]  # rank 0 alone made the run
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert len(checkpoints) == 2 and "last.ckpt" in checkpoints
+    assert_same_weights(weights(run), weights(one_process))
+
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    for launcher in (torchrun, ()):
+        for subcommand in ("test", "predict"):
+            result = train_py(subcommand, *RECIPE, f"--ckpt_path={best}", cwd=tmp_path, launcher=launcher)
+            assert result.returncode == 0, result.stderr
+    ddp_test, one_test, ddp_predict, one_predict = (tmp_path / RUN / f"version_{i}" for i in (1, 3, 2, 4))
+    test_metrics = [[r for r in read_csv(d / "metrics.csv") if r.get("test/acc")][-1] for d in (ddp_test, one_test)]
+    assert test_metrics[0]["test/acc"] == test_metrics[1]["test/acc"]  # 359 samples: 180 + 179, none twice
+    assert (ddp_test / "confusion_matrix.csv").read_text() == (one_test / "confusion_matrix.csv").read_text()
+    rows = read_csv(ddp_predict / "predictions.csv")
+    assert len(rows) == 359 and len({r["input"] for r in rows}) == 359
+    assert (ddp_predict / "predictions.csv").read_text() == (one_predict / "predictions.csv").read_text()
+
+
+@pytest.mark.slow
+def test_two_nodes_with_a_c10d_rendezvous_train_the_weights_of_one_process(one_process, tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}", "--rdzv_backend=c10d",
+             f"--rdzv_endpoint={endpoint}", "--rdzv_id=two-nodes", str(REPO / "train.py"), "fit", *RECIPE],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=600)
+        assert node.returncode == 0, stderr
+    assert sorted(p.name for p in (tmp_path / RUN).iterdir()) == ["version_0"]
+    assert_same_weights(weights(tmp_path / RUN / "version_0"), weights(one_process))
+
+
+def test_a_global_batch_that_does_not_divide_across_ranks_is_refused():
+    data = TensorDataModule(dataset="digits", loader=LoaderOptions(global_batch_size=75))
+
+    class TwoRanks:
+        world_size, global_rank, accumulate_grad_batches = 2, 0, 1
+
+    data.trainer = TwoRanks()  # type: ignore[assignment]
+    with pytest.raises(UserError, match="global_batch_size=75 does not divide into 2 device"):
+        data.batch_size_per_device()
+    data.loader.global_batch_size = 74
+    assert data.batch_size_per_device() == 37
+    TwoRanks.accumulate_grad_batches = 2
+    with pytest.raises(UserError, match="multiple of 4"):
+        data.batch_size_per_device()
+
+
+def test_batch_size_and_global_batch_size_are_exclusive():
+    with pytest.raises(UserError, match="not both"):
+        TensorDataModule(dataset="digits", loader=LoaderOptions(global_batch_size=64, batch_size=32))
+
+
+@pytest.mark.slow
+def test_a_non_dividing_global_batch_under_ddp_exits_with_one_message(tmp_path):
+    result = train_py("fit", *RECIPE, *TWO_DDP, "--data.loader.global_batch_size=75", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("error: data.loader.global_batch_size=75 does not divide into 2 device(s)") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_torchrun_sets_devices_when_auto_and_refuses_a_mismatch(monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    trainer = {"devices": "auto", "num_nodes": 1}
+    match_torchrun(trainer)
+    assert trainer == {"devices": 2, "num_nodes": 2}
+    match_torchrun({"devices": 2, "num_nodes": 2})  # agrees: accepted
+    with pytest.raises(UserError, match="torchrun started 4 processes .* set --trainer.devices=2 --trainer.num_nodes=2"):
+        match_torchrun({"devices": 3, "num_nodes": 1})
+
+
+def _sync_batchnorm_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    full_batch = torch.randn(8, 3, 5, 5) * 3 + 1  # both ranks build it; each takes its half
+    layer = SyncBatchNormPlugin().apply(nn.Sequential(nn.BatchNorm2d(3, momentum=0.3)))
+    half = full_batch[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)
+    output = layer(half)
+    (output * torch.arange(output.numel()).view_as(output)).sum().backward()
+    torch.save({"output": output.detach(), "input_grad": half.grad, "weight_grad": layer[0].weight.grad,
+                "running_mean": layer[0].running_mean, "running_var": layer[0].running_var,
+                "type": type(layer[0]).__name__}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_sync_batchnorm_on_two_cpu_processes_equals_batchnorm_over_the_whole_batch(tmp_path):
+    mp.spawn(_sync_batchnorm_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["type"] == SyncBatchNorm.__name__
+
+    torch.manual_seed(0)
+    full_batch = (torch.randn(8, 3, 5, 5) * 3 + 1).requires_grad_(True)
+    plain = nn.BatchNorm2d(3, momentum=0.3)
+    output = plain(full_batch)
+    (output * torch.cat([torch.arange(output.numel() // 2).view_as(output[:4])] * 2)).sum().backward()
+
+    assert torch.allclose(torch.cat([r["output"] for r in ranks]), output.detach(), atol=1e-5)
+    assert torch.allclose(torch.cat([r["input_grad"] for r in ranks]), full_batch.grad, atol=1e-4)
+    assert torch.allclose(ranks[0]["weight_grad"] + ranks[1]["weight_grad"], plain.weight.grad, rtol=1e-5)  # DDP sums
+    for r in ranks:
+        assert torch.allclose(r["running_mean"], plain.running_mean, atol=1e-6)
+        assert torch.allclose(r["running_var"], plain.running_var, atol=1e-5)
+
+
+def test_sync_batchnorm_conversion_keeps_parameters_and_statistics():
+    original = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm1d(2)))
+    original[1].running_mean.fill_(0.5)
+    converted = SyncBatchNormPlugin().apply(original)
+    assert [type(m) for m in converted.modules()].count(SyncBatchNorm) == 2
+    assert torch.equal(converted[1].running_mean, torch.full((4,), 0.5))
+    reference = nn.BatchNorm2d(4)
+    reference.running_mean.fill_(0.5)
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.allclose(converted[1](x), reference(x))  # one process: plain BatchNorm
+    assert torch.allclose(converted[1].running_mean, reference.running_mean)
