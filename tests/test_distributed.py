@@ -59,7 +59,8 @@ def one_process(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_two_ddp_processes_train_the_weights_of_one_process_with_the_same_global_batch(one_process, tmp_path):
-    result = train_py("fit", *RECIPE, *TWO_DDP, cwd=tmp_path)
+    overlay = ["--config", str(REPO / "configs" / "trainer" / "ddp.yaml"), "--trainer.accelerator=cpu"]
+    result = train_py("fit", *RECIPE, *overlay, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ddp = tmp_path / RUN / "version_0"
     assert_same_weights(weights(ddp), weights(one_process))
@@ -216,3 +217,24 @@ def test_sync_batchnorm_conversion_keeps_parameters_and_statistics():
     x = torch.randn(2, 4, 3, 3)
     assert torch.allclose(converted[1](x), reference(x))  # one process: plain BatchNorm
     assert torch.allclose(converted[1].running_mean, reference.running_mean)
+
+
+@pytest.mark.slow
+def test_the_slurm_script_trains_under_slurm_variables(tmp_path):
+    """``sbatch scripts/slurm.sbatch`` on a one-node, one-task allocation, with ``srun`` standing in."""
+    shim = tmp_path / "bin" / "srun"
+    shim.parent.mkdir()
+    shim.write_text('#!/bin/sh\nexec "$@"\n')
+    shim.chmod(0o755)
+    slurm = {"SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train",
+             "SLURM_NODELIST": "localhost", "SLURM_SUBMIT_DIR": str(REPO)}
+    env = {**os.environ, **slurm, "PATH": f"{shim.parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm.sbatch"), str(REPO / "configs" / "two_layer_digits.yaml"),
+         "--trainer.max_epochs=1", "--trainer.accelerator=cpu", f"--trainer.logger.init_args.save_dir={tmp_path}/runs",
+         f"--trainer.default_root_dir={tmp_path}", *QUIET],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / RUN / "version_0" / "checkpoints" / "last.ckpt").is_file()
