@@ -7,13 +7,21 @@ import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins import LayerSync
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from rich.console import Console
+from rich.table import Table
 
+from project.callbacks import EpochLines
 from project.distributed import SyncBatchNormPlugin, match_torchrun
 from project.errors import UserError
+
+DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
 
 
 NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:")
@@ -46,6 +54,29 @@ class ProjectArgumentParser(LightningArgumentParser):
         sys.exit(2)
 
 
+class SaveConfigToRun(SaveConfigCallback):
+    """Saves the resolved config as ``config.yaml`` in the run folder (Lightning's part) and, when
+    W&B is the logger, as the W&B run config. Lightning calls ``save_config`` on rank 0 only.
+
+    A run continued in its own folder (W&B resuming its run) keeps the first ``config.yaml`` and
+    adds ``config_resumed_N.yaml``.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.config.get("ckpt_path") and not self.already_saved:
+            log_dir = Path(trainer.log_dir or ".")  # a collective call under DDP: every rank makes it
+            if (log_dir / self.config_filename).exists():
+                n = 1
+                while (log_dir / f"config_resumed_{n}.yaml").exists():
+                    n += 1
+                self.config_filename = f"config_resumed_{n}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if isinstance(trainer.logger, WandbLogger):
+            trainer.logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
+
+
 class ProjectCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for any model and data module named in the config.
 
@@ -55,7 +86,9 @@ class ProjectCLI(LightningCLI):
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": False})
+        kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("parser_class", ProjectArgumentParser)
+        kwargs.setdefault("trainer_defaults", {"logger": DEFAULT_LOGGER})
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -68,6 +101,8 @@ class ProjectCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         match_torchrun(config["trainer"])
+        if self.subcommand == "fit":
+            continue_wandb_run(config)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         # trainer.sync_batchnorm: Lightning's own plugin converts to torch's SyncBatchNorm, which
@@ -76,6 +111,11 @@ class ProjectCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if config.get("sync_batchnorm") and not any(isinstance(p, LayerSync) for p in plugins):
             config["plugins"] = [*plugins, SyncBatchNormPlugin()]
+        # Without a terminal a live progress bar turns into thousands of redrawn lines in the log.
+        has_bar = any(isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])])
+        if config.get("enable_progress_bar", True) and not has_bar and not sys.stdout.isatty():
+            config["enable_progress_bar"] = False
+            callbacks = [*callbacks, EpochLines()]
         return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
@@ -85,10 +125,39 @@ class ProjectCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
+        print_final_metrics(self.trainer)
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "")
         if best:
             rank_zero_info(f"Best checkpoint: {best}\nTest it with: python train.py test --config <config> --ckpt_path {best}")
+
+
+@rank_zero_only
+def print_final_metrics(trainer: Trainer) -> None:
+    """A table of the last epoch's metrics (``test`` prints Lightning's own table)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith("_step")}
+    if not metrics:
+        return
+    table = Table(title="Final metrics", caption=f"{trainer.current_epoch} epochs, {trainer.global_step} steps")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        table.add_row(key, f"{metrics[key]:.6g}")
+    Console().print(table)
+
+
+def continue_wandb_run(config: Any) -> None:
+    """``fit --ckpt_path FILE`` under the W&B logger: continue the W&B run that wrote the checkpoint."""
+    logger = config["trainer"].get("logger")
+    ckpt_path = config.get("ckpt_path")
+    if not logger or not ckpt_path or not Path(ckpt_path).is_file() or isinstance(logger, (bool, list)):
+        return
+    if not str(logger.get("class_path", "")).endswith("WandbLogger") or logger["init_args"].get("id"):
+        return
+    run_id = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("logger_version")
+    if isinstance(run_id, str):
+        logger["init_args"]["id"] = run_id
+        logger["init_args"]["resume"] = "allow"
 
 
 def check_checkpoint_path(ckpt_path: str | None) -> None:

@@ -70,6 +70,11 @@ class TrainingModule(LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return preds, target
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The logger's run (a W&B run id, a CSV version): `fit --ckpt_path` continues the same W&B run.
+        if self.logger is not None:
+            checkpoint["logger_version"] = getattr(self.logger, "run_id", None) or self.logger.version
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 

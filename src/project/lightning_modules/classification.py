@@ -12,6 +12,7 @@ from project.lightning_modules.base import TrainingModule
 from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss
 from project.lightning_modules.reports import report_confusion_matrix
 from project.lightning_modules.schedules import LRSchedule
+from project.loggers import log_picture
 
 
 class ClassificationModule(TrainingModule):
@@ -115,7 +116,9 @@ class ClassificationModule(TrainingModule):
         names = self.class_names or [str(i) for i in range(len(matrix))]
         log_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it
         if self.trainer.is_global_zero:
-            report_confusion_matrix(matrix, names, log_dir)
+            picture = report_confusion_matrix(matrix, names, log_dir)
+            if picture is not None:
+                log_picture(self.logger, "test/confusion_matrix", picture)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Return ``index``, ``pred`` (class index, or multi-hot for multilabel) and ``prob`` per sample."""
@@ -133,6 +136,7 @@ class ClassificationModule(TrainingModule):
         return {"index": index, "pred": pred, "prob": prob}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["class_names"] = self.class_names
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,12 +1,11 @@
-"""Callbacks the configs add to the Trainer beside Lightning's own."""
+"""``predict`` results as a CSV file, one row per input."""
 
 import csv
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -89,36 +88,3 @@ class PredictionCSVWriter(BasePredictionWriter):
             return [";".join(chosen), ";".join(f"{p:.4f}" for p in row["prob"])]
         return [name(row["pred"]), f"{row['prob']:.4f}"]
 
-
-class TrainingThroughput(Callback):
-    """Logs ``perf/epoch_s`` (training part of the epoch, without validation) and
-    ``perf/samples_per_s`` (over all ranks) once per epoch: a cheap, always-on speed gauge.
-
-    The clock runs from the start of the epoch to the end of its last training batch, so it
-    includes data loading, forward, backward, the optimizer and any gradient all-reduce.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._start = 0.0
-        self._end = 0.0
-        self._samples = 0
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = self._end = time.perf_counter()
-        self._samples = 0
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._samples += len(batch[0]) * trainer.world_size
-        self._end = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        seconds = self._end - self._start
-        if seconds <= 0 or trainer.logger is None or trainer.sanity_checking:
-            return
-        trainer.logger.log_metrics(
-            {"perf/epoch_s": seconds, "perf/samples_per_s": self._samples / seconds, "epoch": trainer.current_epoch},
-            step=trainer.global_step,
-        )

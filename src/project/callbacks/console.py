@@ -1,0 +1,34 @@
+"""Console output that stays readable where there is no terminal (CI logs, files, pipes)."""
+
+import time
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{key} {value:.4g}" for key, value in sorted(metrics.items()))
+
+
+class EpochLines(Callback):
+    """One plain line per epoch with its metrics and duration, in place of a progress bar.
+
+    ``train.py`` uses it instead of the rich progress bar when stdout is not a terminal, where a
+    live bar turns into thousands of redrawn lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        metrics = {
+            key: float(value) for key, value in trainer.callback_metrics.items()
+            if value.numel() == 1 and not key.endswith("_step") and not key.startswith("perf/")
+        }
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        seconds = time.perf_counter() - self._start
+        rank_zero_info(f"epoch {trainer.current_epoch + 1}{total}  {format_metrics(metrics)}  ({seconds:.1f} s)")

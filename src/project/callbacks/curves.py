@@ -1,0 +1,59 @@
+"""Training curves as a picture in the run folder (and in W&B when it is the logger)."""
+
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from project.loggers import log_picture
+from project.plots import Series, plot_training_curves
+
+
+def is_curve(key: str) -> bool:
+    return key.split("/")[0] in ("train", "val") and key.endswith(("loss", "loss_step", "acc"))
+
+
+class TrainingCurves(Callback):
+    """At the end of ``fit``, writes ``training_curves.png``: train and val loss and accuracy
+    against the optimizer step (the seeds' train/valid plot).
+
+    Per-step training loss is sampled every ``trainer.log_every_n_steps`` steps; epoch values are
+    placed at the step where their epoch ended. Only rank 0 draws.
+    """
+
+    def __init__(self, filename: str = "training_curves.png") -> None:
+        super().__init__()
+        self.filename = filename
+        self.series: Series = {}
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.series = {}
+
+    def _record(self, trainer: Trainer, keys: list[str]) -> None:
+        for key in keys:
+            value = trainer.callback_metrics.get(key)
+            if value is not None and value.numel() == 1:
+                points = self.series.setdefault(key, [])
+                if not points or points[-1][0] != trainer.global_step:
+                    points.append((trainer.global_step, float(value)))
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self._record(trainer, ["train/loss_step"])
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer, [k for k in trainer.callback_metrics if k.startswith("val/") and is_curve(k)])
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record(trainer, [k for k in trainer.callback_metrics if k.startswith("train/") and is_curve(k)
+                               and not k.endswith("_step")])
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank makes it
+        if not trainer.is_global_zero or not self.series or log_dir is None:
+            return
+        path = plot_training_curves(self.series, Path(log_dir) / self.filename, title=type(pl_module.net).__name__)
+        log_picture(trainer.logger, "fit/training_curves", path)

@@ -1,0 +1,40 @@
+"""A per-epoch training speed gauge."""
+
+import time
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class TrainingThroughput(Callback):
+    """Logs ``perf/epoch_s`` (training part of the epoch, without validation) and
+    ``perf/samples_per_s`` (over all ranks) once per epoch: a cheap, always-on speed gauge.
+
+    The clock runs from the start of the epoch to the end of its last training batch, so it
+    includes data loading, forward, backward, the optimizer and any gradient all-reduce.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start = 0.0
+        self._end = 0.0
+        self._samples = 0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = self._end = time.perf_counter()
+        self._samples = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._samples += len(batch[0]) * trainer.world_size
+        self._end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seconds = self._end - self._start
+        if seconds <= 0 or trainer.logger is None or trainer.sanity_checking:
+            return
+        trainer.logger.log_metrics(
+            {"perf/epoch_s": seconds, "perf/samples_per_s": self._samples / seconds, "epoch": trainer.current_epoch},
+            step=trainer.global_step,
+        )

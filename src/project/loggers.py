@@ -1,0 +1,132 @@
+"""Weights & Biases that never blocks a run: online with a key and a network, offline otherwise."""
+
+import netrc
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+DEFAULT_HOST = "https://api.wandb.ai"
+
+
+def wandb_host() -> str:
+    return os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
+
+
+def has_api_key(host: str) -> bool:
+    """An API key in ``WANDB_API_KEY`` or in the netrc file ``wandb login`` writes."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(urlparse(host).hostname or host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, PermissionError):
+        return False
+
+
+def reachable(host: str, timeout: float = 3.0) -> bool:
+    url = urlparse(host)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_reason() -> str | None:
+    """Why this run cannot log online, or ``None`` when it can (or the user chose with ``WANDB_MODE``)."""
+    if os.environ.get("WANDB_MODE"):
+        return None
+    host = wandb_host()
+    if not has_api_key(host):
+        return "no W&B API key (WANDB_API_KEY or `wandb login`)"
+    if not reachable(host):
+        return f"{urlparse(host).hostname} is not reachable"
+    return None
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's ``WandbLogger``, offline by itself when there is no API key or no network.
+
+    Without a key, ``wandb.init`` would stop the run with an error, and with a key but no network
+    it would wait for minutes; instead the run is logged to ``save_dir/wandb/offline-run-*`` and
+    one line says how to upload it later (``wandb sync``). ``WANDB_MODE`` set by the user wins.
+    Only rank 0 creates a run under DDP (Lightning's ``rank_zero_experiment``).
+
+    Every run gets its own folder, ``{save_dir}/{project}/{run id}/``, holding ``config.yaml``,
+    ``checkpoints/`` and the plots, as CSV runs have ``version_N/`` (Lightning's W&B logger would
+    put every run's config and plots in ``save_dir`` itself).
+
+    Args:
+        project / name / group / tags / notes: how the run appears in W&B.
+        save_dir: parent folder of ``wandb/`` (run files) and of the checkpoints.
+        log_model: upload checkpoints as W&B artifacts: ``False`` (default), ``True`` (at the end
+            of training) or ``"all"`` (every checkpoint as it is saved).
+        id / resume: continue an earlier W&B run; ``fit --ckpt_path`` does this by itself for a
+            checkpoint written under this logger.
+    """
+
+    def __init__(
+        self,
+        project: str = "project",
+        name: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        notes: str | None = None,
+        save_dir: str = "runs",
+        log_model: bool | str = False,
+        offline: bool = False,
+        id: str | None = None,
+        resume: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        rank_zero = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"
+        reason = offline_reason() if rank_zero and not offline else None
+        if reason:
+            offline = True
+            kept = " (log_model is off offline: checkpoints stay on disk)" if log_model else ""
+            log_model = False
+            rank_zero_info(
+                f"W&B: offline ({reason}); the run is saved under {save_dir}/wandb{kept}: "
+                f"upload it later with `wandb sync {save_dir}/wandb/offline-run-*`"
+            )
+        if rank_zero:
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            project=project, name=name, group=group, tags=tags, notes=notes, save_dir=save_dir,
+            log_model=log_model, offline=offline, id=id, resume=resume, **kwargs,
+        )
+        self._root_dir = save_dir
+        self._project_name = project
+
+    @property
+    def run_id(self) -> str | None:
+        return self.experiment.id if rank_zero_only.rank == 0 else None
+
+    @property
+    def save_dir(self) -> str:
+        """This run's folder (rank 0 knows the run id; Lightning broadcasts the folder to the others)."""
+        if rank_zero_only.rank != 0:
+            return self._root_dir
+        return str(Path(self._root_dir) / self._project_name / self.experiment.id)
+
+    # Lightning puts checkpoints in save_dir/name/version/checkpoints: the run folder already is both.
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+
+def log_picture(logger: Logger | None, key: str, path: Path) -> None:
+    """Send a PNG to loggers that take images (W&B); the file in the run folder is there either way."""
+    if logger is not None and hasattr(logger, "log_image"):
+        logger.log_image(key=key, images=[str(path)])
+
