@@ -15,11 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-def train_py(*args: str, cwd: Path, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def train_py(*args: str, cwd: Path, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
     """Run ``train.py`` as a user would, optionally under a launcher such as torchrun."""
     command = [*launcher, str(REPO / "train.py"), *args] if launcher else [sys.executable, str(REPO / "train.py"), *args]
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

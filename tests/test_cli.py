@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from conftest import QUIET, REPO, make_image_tree, make_mnist_files, read_csv, train_py, write_png
 from project.cli import main
@@ -77,10 +78,15 @@ def test_every_config_parses(config, capsys):
         ("lenet_imagefolder", ["--data.data_dir=images", "--data.loader.num_workers=0"]),
         ("lenet_mnist", ["--data.loader.num_workers=0"]),
         ("lenet_fashion_mnist", ["--data.loader.num_workers=0"]),
+        ("resnet_finetune", ["--data.data_dir=images", "--data.loader.num_workers=0"]),
+        ("resnet_finetune_unfreeze", ["--data.data_dir=images", "--data.loader.num_workers=0"]),
     ],
 )
 def test_configs_run_as_written_once_their_data_exists(config, extra, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # where the ResNet configs find their weights
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
     make_image_tree(tmp_path / "images", per_class=10)
     make_mnist_files(tmp_path / "data", "MNIST")
     make_mnist_files(tmp_path / "data", "FashionMNIST")
@@ -171,3 +177,15 @@ def test_a_bad_input_through_the_real_command_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: image folder not found: nowhere"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_metric_stops_improving(tmp_path):
+    # lr 0: val/acc never improves after epoch 0, so only epoch 0 is "best".
+    fit = train_py("fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=3",
+                   "--model.optimizer.init_args.lr=0.0", *QUIET, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    checkpoints = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints"
+    assert [p.name[:13] for p in checkpoints.glob("best-*.ckpt")] == ["best-epoch=00"]
+    last = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 120)

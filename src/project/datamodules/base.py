@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
+from project.datamodules.transforms import ImageTransforms
 from project.errors import UserError
 
 
@@ -74,6 +75,16 @@ class BaseDataModule(LightningDataModule):
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names else None
+
+    def random_training_inputs(self) -> str | None:
+        """What makes a training input differ between epochs (an augmentation), or ``None``.
+
+        Cached features are only right when every epoch sees the same inputs. Data modules that
+        change batches after loading (``on_after_batch_transfer``) must say so here too.
+        """
+        transforms = getattr(self, "transforms", None)
+        steps = transforms.random_steps() if isinstance(transforms, ImageTransforms) else []
+        return f"random augmentation (data.transforms: {', '.join(steps)})" if steps else None
 
     def train_targets(self) -> torch.Tensor:
         """Class index of every training sample, in dataset order (for ``balance_classes``)."""

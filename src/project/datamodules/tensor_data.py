@@ -202,6 +202,13 @@ class TensorDataModule(BaseDataModule):
             self.mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
             self.std = train_inputs.std(dim=feature_dims, keepdim=True)[0].clamp(min=1e-8)
 
+    def random_training_inputs(self) -> str | None:
+        if self.augment is not None:
+            return "random augmentation (data.augment)"
+        if self.standardize:
+            return "data.standardize, which is applied to each batch after loading"
+        return None
+
     def train_targets(self) -> torch.Tensor:
         assert self.train_set is not None
         return self.train_set.dataset.tensors[1][self.train_set.indices]  # type: ignore[attr-defined]

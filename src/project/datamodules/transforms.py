@@ -53,6 +53,13 @@ class ImageTransforms:
             if values is not None and len(values) != self.channels:
                 raise UserError(f"transforms.{name} has {len(values)} values but channels is {self.channels}")
 
+    def random_steps(self) -> list[str]:
+        """Names of the random training augmentations that are on."""
+        steps = {"random_crop_padding": self.random_crop_padding, "horizontal_flip": self.horizontal_flip,
+                 "vertical_flip": self.vertical_flip, "rotation_degrees": self.rotation_degrees,
+                 "color_jitter": self.color_jitter}
+        return [name for name, value in steps.items() if value]
+
     def build(self, train: bool) -> T.Compose:
         steps: list = [ConvertMode(self.channels), T.Resize((self.image_size, self.image_size))]
         if train:

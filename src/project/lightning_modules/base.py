@@ -72,14 +72,18 @@ class TrainingModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The logger's run (a W&B run id, a CSV version): `fit --ckpt_path` continues the same W&B run.
-        if self.logger is not None:
-            checkpoint["logger_version"] = getattr(self.logger, "run_id", None) or self.logger.version
+        version = (getattr(self.logger, "run_id", None) or self.logger.version) if self.logger is not None else None
+        if isinstance(version, (str, int)):  # not fast_dev_run's placeholder logger
+            checkpoint["logger_version"] = version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        return self._with_schedule(self.optimizer_factory([p for p in self.parameters() if p.requires_grad]))
+
+    def _with_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The optimizer with the configured lr schedule, in the form ``configure_optimizers`` returns."""
         if self.lr_schedule.name == "none" and not self.lr_schedule.warmup_epochs:
             return optimizer
         max_epochs = self.trainer.max_epochs

@@ -92,8 +92,12 @@ class ClassificationModule(TrainingModule):
         # Probabilities, not logits: torchmetrics would read logits that all fall in [0, 1] as probabilities.
         return self.loss_fn(logits, target.float()), logits.sigmoid(), target.long()
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of inputs (subclasses may take other inputs, e.g. cached features)."""
+        return self(x)
+
     def _checked_logits(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self(x)
+        logits = self.logits(x)
         if not self._output_width_checked:
             if logits.ndim != 2 or logits.shape[1] != self.num_classes:
                 raise UserError(

@@ -1,0 +1,177 @@
+"""Fine-tuning a torchvision ResNet: planted weights load offline, frozen parts stay bitwise equal,
+unfreezing trains the backbone at its own rate (one process and DDP), cached features equal live."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from lightning.pytorch import Callback, Trainer, seed_everything
+
+from conftest import QUIET, REPO, make_image_tree, train_py
+from project.datamodules import ImageFolderDataModule, LoaderOptions
+from project.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransforms
+from project.errors import UserError
+from project.lightning_modules import FineTuningModule
+from project.lightning_modules.schedules import LRSchedule
+from project.nets import TorchvisionClassifier
+
+RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name torchvision's IMAGENET1K_V1 weights cache under
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A ``$TORCH_HOME`` holding a ResNet-18 state dict where torchvision caches IMAGENET1K_V1."""
+    torch_home = tmp_path_factory.mktemp("torch_home")
+    torch.manual_seed(123)
+    state = torchvision.models.resnet18().state_dict()
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(state, torch_home / "hub" / "checkpoints" / RESNET18_FILE)
+    return torch_home, state
+
+
+@pytest.fixture
+def torch_home(planted, monkeypatch) -> dict[str, torch.Tensor]:
+    monkeypatch.setenv("TORCH_HOME", str(planted[0]))
+    return planted[1]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return make_image_tree(tmp_path_factory.mktemp("data") / "images", per_class=24)
+
+
+def resnet(**kwargs) -> TorchvisionClassifier:
+    return TorchvisionClassifier("resnet18", num_classes=2, weights="IMAGENET1K_V1", **kwargs)
+
+
+def image_data(root: Path, **transforms) -> ImageFolderDataModule:
+    options = ImageTransforms(image_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD, **transforms)
+    return ImageFolderDataModule(data_dir=str(root), transforms=options, val_fraction=0.25, test_fraction=0.0,
+                                 loader=LoaderOptions(global_batch_size=8))
+
+
+def fit(module: FineTuningModule, data: ImageFolderDataModule, epochs: int, callbacks: list[Callback] = ()) -> Trainer:
+    trainer = Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+    trainer.fit(module, datamodule=data)
+    return trainer
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_planted_torchvision_weights_load_without_network_and_equal_the_file(torch_home):
+    net = resnet()
+    for name, tensor in net.backbone.state_dict().items():
+        assert torch.equal(tensor, torch_home[name]), name
+    assert "fc.weight" not in net.backbone.state_dict() and net.head[-1].out_features == 2
+
+
+def test_weights_that_are_not_there_name_the_file_and_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _offline)
+    with pytest.raises(UserError, match=f"put it at {tmp_path / 'empty' / 'hub' / 'checkpoints' / RESNET18_FILE}"):
+        resnet()
+
+
+def _offline(*args, **kwargs):
+    raise OSError("no network")
+
+
+def test_a_local_state_dict_loads_with_weights_only_and_a_mismatch_is_named(torch_home, tmp_path):
+    torch.save(torch_home, tmp_path / "mine.pt")
+    net = TorchvisionClassifier("resnet18", num_classes=3, weights=None, weights_path=str(tmp_path / "mine.pt"))
+    assert torch.equal(net.backbone.conv1.weight, torch_home["conv1.weight"])
+
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pt")
+    with pytest.raises(UserError, match=r"does not fit the ResNet backbone: .*unexpected \(e\.g\. \['layer1\.2"):
+        TorchvisionClassifier("resnet18", weights=None, weights_path=str(tmp_path / "resnet34.pt"))
+    torch.save({"conv1.weight": object()}, tmp_path / "pickled.pt")  # not plain tensors: weights_only refuses
+    with pytest.raises(UserError, match="cannot read weights file .*pickled.pt as a state dict of tensors"):
+        TorchvisionClassifier("resnet18", weights=None, weights_path=str(tmp_path / "pickled.pt"))
+
+
+def test_frozen_backbone_stays_bitwise_equal_buffers_included_and_the_head_learns(torch_home, images):
+    seed_everything(0)
+    module = FineTuningModule(resnet(), num_classes=2, optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+    before = snapshot(module.net)
+    optimizer = module.optimizer_factory([p for p in module.parameters() if p.requires_grad])
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in module.net.head.parameters()}
+    fit(module, image_data(images), epochs=2)
+    after = snapshot(module.net)
+    backbone = [k for k in before if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone)
+    for name in backbone:
+        assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["head.0.weight"], after["head.0.weight"])
+
+
+class EpochEndWeights(Callback):
+    def __init__(self) -> None:
+        self.conv1: list[torch.Tensor] = []
+        self.lrs: list[list[float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.conv1.append(pl_module.net.backbone.conv1.weight.detach().clone())
+        self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+
+def test_unfreeze_at_epoch_1_trains_the_backbone_from_epoch_1_at_the_scaled_rate(torch_home, images):
+    seed_everything(0)
+    module = FineTuningModule(resnet(), num_classes=2, unfreeze_at_epoch=1, backbone_lr_scale=0.1,
+                              optimizer=lambda p: torch.optim.SGD(p, lr=0.05), lr_schedule=LRSchedule(name="none"))
+    start = module.net.backbone.conv1.weight.detach().clone()
+    running_mean = module.net.backbone.bn1.running_mean.clone()
+    record = EpochEndWeights()
+    fit(module, image_data(images), epochs=3, callbacks=[record])
+    assert torch.equal(record.conv1[0], start)  # epoch 0: frozen
+    assert not torch.equal(record.conv1[1], start) and not torch.equal(record.conv1[2], record.conv1[1])
+    assert record.lrs == [[0.05, pytest.approx(0.005)]] * 3
+    assert torch.equal(module.net.backbone.bn1.running_mean, running_mean)  # train_bn: false keeps statistics
+
+
+def test_cached_features_train_the_same_head_as_live_features(torch_home, images):
+    heads = []
+    for cache in (False, True):
+        seed_everything(0)
+        module = FineTuningModule(resnet(), num_classes=2, cache_features=cache,
+                                  optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+        data = image_data(images)
+        trainer = fit(module, data, epochs=3)
+        heads.append(snapshot(module.net.head))
+        assert trainer.callback_metrics["val/acc"] >= 0.9
+    for name in heads[0]:
+        assert torch.allclose(heads[0][name], heads[1][name], atol=1e-5, rtol=0), name
+    assert data.train_set[0][0].shape == (3, 32, 32)  # the image sets are back after fit
+
+
+def test_cached_features_are_refused_where_they_would_be_wrong(torch_home, images):
+    with pytest.raises(UserError, match="cache_features needs a backbone that stays frozen"):
+        FineTuningModule(resnet(), num_classes=2, cache_features=True, unfreeze_at_epoch=2)
+    module = FineTuningModule(resnet(), num_classes=2, cache_features=True)
+    with pytest.raises(UserError, match=r"random augmentation \(data.transforms: horizontal_flip\)"):
+        fit(module, image_data(images, horizontal_flip=0.5), epochs=1)
+
+
+@pytest.mark.slow
+def test_unfreezing_under_two_ddp_processes_trains_the_weights_of_one_process(planted, images, tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(planted[0])}
+    common = [
+        "--config", str(REPO / "configs" / "resnet_finetune_unfreeze.yaml"), f"--data.data_dir={images}",
+        "--data.transforms.image_size=32", "--data.transforms.random_crop_padding=0",
+        "--data.transforms.horizontal_flip=0.0", "--data.loader.num_workers=0", "--data.loader.global_batch_size=8",
+        "--model.unfreeze_at_epoch=1", "--trainer.max_epochs=2", "--trainer.accelerator=cpu", *QUIET,
+    ]
+    results = {}
+    for name, extra in (("one", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"])):
+        result = train_py("fit", *common, *extra, cwd=tmp_path / name, env=env)
+        assert result.returncode == 0, result.stderr
+        checkpoint = tmp_path / name / "runs" / "resnet_finetune_unfreeze" / "version_0" / "checkpoints" / "last.ckpt"
+        results[name] = torch.load(checkpoint, weights_only=False)["state_dict"]
+    conv1 = "net.backbone.conv1.weight"
+    assert not torch.equal(results["one"][conv1], planted[1]["conv1.weight"])  # the backbone did train
+    for key, value in results["one"].items():
+        assert torch.allclose(value.float(), results["ddp"][key].float(), atol=1e-5, rtol=0), key
