@@ -243,3 +243,46 @@ def test_missing_torchvision_files_say_where_to_put_them(tmp_path, name, folder)
     dm = TorchvisionDataModule(name, root=str(tmp_path))
     with pytest.raises(UserError, match=f"(?s){name} files not found under {tmp_path}.*{tmp_path}/{folder}"):
         dm.setup("fit")
+
+
+def _batches_of(loader, epoch: int) -> list[list[torch.Tensor]]:
+    if loader.sampler is not None and hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    return [list(batch) for batch in loader]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_fast_tensor_batches_equal_the_dataloader_batches_on_every_rank_and_epoch(world_size):
+    class Ranks:
+        accumulate_grad_batches = 1
+
+    fast = TensorDataModule(dataset="digits", loader=LoaderOptions(global_batch_size=64))
+    slow = TensorDataModule(dataset="digits", fast_batches=False, loader=LoaderOptions(global_batch_size=64))
+    for module in (fast, slow):
+        module.setup("fit")
+    seen = []
+    for rank in range(world_size):
+        Ranks.world_size, Ranks.global_rank = world_size, rank
+        fast.trainer = slow.trainer = Ranks()  # type: ignore[assignment]
+        for make in ("train_dataloader", "val_dataloader"):
+            fast_loader, slow_loader = getattr(fast, make)(), getattr(slow, make)()
+            assert type(fast_loader).__name__ == "TensorBatches" and len(fast_loader) == len(slow_loader)
+            for epoch in (0, 1):
+                fast_batches, slow_batches = _batches_of(fast_loader, epoch), _batches_of(slow_loader, epoch)
+                assert len(fast_batches) == len(slow_batches)
+                for ours, theirs in zip(fast_batches, slow_batches):
+                    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+            if make == "val_dataloader":
+                seen.append(torch.cat([b[1] for b in fast_batches]))
+    assert sum(len(s) for s in seen) == len(fast.val_set)  # evaluation shards: every sample once
+
+
+def test_fast_tensor_batches_reshuffle_each_epoch_and_drop_the_last_short_batch():
+    data = TensorDataModule(dataset="iris", val_fraction=0.0, test_fraction=0.0,
+                            loader=LoaderOptions(batch_size=40, drop_last=True))
+    data.setup("fit")
+    loader = data.train_dataloader()
+    assert len(loader) == 3  # 150 samples: three full batches of 40, the last 30 dropped
+    first, second = _batches_of(loader, 0), _batches_of(loader, 1)
+    assert [len(b[0]) for b in first] == [40, 40, 40]
+    assert not torch.equal(first[0][0], second[0][0])

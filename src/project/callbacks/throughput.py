@@ -12,6 +12,8 @@ class TrainingThroughput(Callback):
 
     The clock runs from the start of the epoch to the end of its last training batch, so it
     includes data loading, forward, backward, the optimizer and any gradient all-reduce.
+    ``epoch_wall_seconds`` (kept in memory, for benchmarks) runs from one epoch's start to the
+    next one's: validation, checkpointing and logging included.
     """
 
     def __init__(self) -> None:
@@ -19,10 +21,19 @@ class TrainingThroughput(Callback):
         self._start = 0.0
         self._end = 0.0
         self._samples = 0
+        self.epoch_seconds: list[float] = []
+        self.epoch_wall_seconds: list[float] = []
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = self._end = time.perf_counter()
+        now = time.perf_counter()
+        if self._start:
+            self.epoch_wall_seconds.append(now - self._start)
+        self._start = self._end = now
         self._samples = 0
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._start:
+            self.epoch_wall_seconds.append(time.perf_counter() - self._start)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -32,6 +43,7 @@ class TrainingThroughput(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         seconds = self._end - self._start
+        self.epoch_seconds.append(seconds)
         if seconds <= 0 or trainer.logger is None or trainer.sanity_checking:
             return
         trainer.logger.log_metrics(

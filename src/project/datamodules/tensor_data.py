@@ -6,10 +6,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import TensorDataset, random_split
+from torch.utils.data import Dataset, Sampler, TensorDataset, random_split
 
 from project.datamodules.augment import BatchAffine
 from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
+from project.datamodules.tensor_batches import TensorBatches, TensorSplit
 from project.errors import UserError
 
 BUILTIN_DATASETS = ("digits", "iris")
@@ -117,6 +118,10 @@ class TensorDataModule(BaseDataModule):
         augment: random affine augmentation of each training batch (image inputs only).
         val_fraction / test_fraction / split_seed: the split; the seed is separate from the
             training seed so that every training seed is tested on the same samples.
+        fast_batches: cut train/val/test batches from pre-stacked tensors (``TensorBatches``):
+            the same batches as a DataLoader, without per-sample indexing and collate. Off: a
+            DataLoader (for ``num_workers`` or ``balance_classes``, which turn it off anyway).
+        keep_on_device: with fast_batches, move the tensors to the GPU once, so batches need no copy.
         loader: batch size, workers and sampling (``LoaderOptions``).
     """
 
@@ -135,6 +140,8 @@ class TensorDataModule(BaseDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
+        fast_batches: bool = True,
+        keep_on_device: bool = False,
         loader: LoaderOptions | None = None,
     ) -> None:
         super().__init__(loader)
@@ -149,6 +156,7 @@ class TensorDataModule(BaseDataModule):
         self.input_shape, self.resize_to = input_shape, resize_to
         self.standardize, self.augment = standardize, augment
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.fast_batches, self.keep_on_device = fast_batches, keep_on_device
         split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
@@ -191,9 +199,8 @@ class TensorDataModule(BaseDataModule):
             raise UserError(f"augment needs image inputs (C x H x W); set input_shape (inputs are {tuple(inputs.shape[1:])})")
         full = TensorDataset(inputs, targets)
         generator = torch.Generator().manual_seed(self.split_seed)
-        self.train_set, self.val_set, self.test_set = random_split(
-            full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator
-        )
+        splits = random_split(full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator)
+        self.train_set, self.val_set, self.test_set = (TensorSplit(full, split.indices) for split in splits)
         self.predict_set = IndexedInputs(self.test_set)
         self.predict_names = [f"row {i}" for i in self.test_set.indices]
         if self.standardize:
@@ -212,6 +219,15 @@ class TensorDataModule(BaseDataModule):
     def train_targets(self) -> torch.Tensor:
         assert self.train_set is not None
         return self.train_set.dataset.tensors[1][self.train_set.indices]  # type: ignore[attr-defined]
+
+    def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> Any:
+        uses_loader_features = self.loader.num_workers > 0 or self.loader.balance_classes
+        if not self.fast_batches or uses_loader_features or not isinstance(dataset, TensorSplit):
+            return super()._loader(dataset, sampler, drop_last)
+        tensors = dataset.tensors
+        if self.keep_on_device and self.trainer is not None:
+            tensors = tuple(t.to(self.trainer.strategy.root_device) for t in tensors)
+        return TensorBatches(tensors, self.batch_size_per_device(), sampler, drop_last)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches and standardize every batch, on the device that holds it."""

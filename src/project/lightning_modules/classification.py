@@ -108,7 +108,7 @@ class ClassificationModule(TrainingModule):
         return logits
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        preds, target = self._evaluation_step(batch, "test", self.test_loss, self.test_metrics)
+        preds, target = self._evaluation_step(batch, batch_idx, "test", self.test_loss, self.test_metrics)
         if self.test_confusion is not None:
             self.test_confusion.update(preds, target)
 
