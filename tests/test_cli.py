@@ -1,6 +1,7 @@
 """The command line as a user runs it: fit -> test -> predict, every config, and bad input."""
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -147,7 +148,36 @@ BAD_INPUTS = {
     "missing checkpoint": (lambda t: ["--ckpt_path=nope.ckpt"], "checkpoint not found: nope.ckpt"),
     "truncated checkpoint": (lambda t: [f"--ckpt_path={truncated_checkpoint(t)}"], "is not a readable checkpoint"),
     "broken config": (lambda t: ["--config", str(broken_yaml(t))], "Problems parsing config"),
+    "global batch that does not divide": (
+        lambda t: ["--data.loader.global_batch_size=16", "--trainer.accumulate_grad_batches=3"],
+        "global_batch_size=16 does not divide into 1 device(s) x 3 accumulation step(s)"),
+    "unknown class in config": (lambda t: ["--model.net=project.nets.NoSuchNet"], "NoSuchNet"),
+    "wrong type in config": (lambda t: ["--trainer.max_epochs=many"], "max_epochs"),
+    "checkpoint of another model": (
+        lambda t: [f"--ckpt_path={foreign_checkpoint(t)}"], "the checkpoint was saved from a different model"),
+    "missing weights file": (
+        lambda t: ["--config", str(REPO / "configs" / "resnet_finetune.yaml"), "--data.data_dir=images",
+                   "--model.net.weights=null", "--model.net.weights_path=missing.pth"], "weights file not found: missing.pth"),
+    "devices that disagree with torchrun": (
+        lambda t: [*torchrun_environment(), "--trainer.devices=3"], "torchrun started 1 processes"),
 }
+
+
+def foreign_checkpoint(tmp_path: Path) -> str:
+    """A Lightning checkpoint of the two-layer net, given to a LeNet recipe."""
+    from project.nets import TwoLayerNet
+
+    state = {f"net.{k}": v for k, v in TwoLayerNet(64, 8, 2).state_dict().items()}
+    path = tmp_path / "two_layer.ckpt"
+    torch.save({"state_dict": state, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6",
+                "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": []}, path)
+    return str(path)
+
+
+def torchrun_environment() -> list[str]:
+    """What torchrun --nproc_per_node=1 puts in the environment (undone by the test's monkeypatch)."""
+    os.environ.update(TORCHELASTIC_RUN_ID="catalogue", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
+    return []
 
 
 def broken_yaml(tmp_path: Path) -> Path:
@@ -157,7 +187,9 @@ def broken_yaml(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp_path, earlier_run, capsys):
+def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp_path, earlier_run, capsys, monkeypatch):
+    for name in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)  # restored, and anything a case sets removed, afterwards
     make_args, message = BAD_INPUTS[case]
     args = ["fit", "--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.loader.num_workers=0",
             "--trainer.max_epochs=1", *QUIET, *make_args(tmp_path)]

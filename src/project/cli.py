@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
-from project.callbacks import EpochLines
+from project.callbacks import EpochLines, InjectedFault, RandomState
 from project.distributed import SyncBatchNormPlugin, match_torchrun
 from project.errors import UserError
 
@@ -98,10 +98,19 @@ class ProjectCLI(LightningCLI):
             **kwargs,
         )
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--resume", choices=["auto", "never"], default="never",
+            help="(fit only) auto: continue from the newest readable checkpoint under the logger's folder, "
+            "for restarted jobs; ignored when --ckpt_path is given",
+        )
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         match_torchrun(config["trainer"])
         if self.subcommand == "fit":
+            if config.get("resume") == "auto" and not config.get("ckpt_path"):
+                config["ckpt_path"] = newest_checkpoint(config["trainer"])
             continue_wandb_run(config)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
@@ -111,6 +120,10 @@ class ProjectCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if config.get("sync_batchnorm") and not any(isinstance(p, LayerSync) for p in plugins):
             config["plugins"] = [*plugins, SyncBatchNormPlugin()]
+        callbacks = [*callbacks, RandomState()]
+        fault = InjectedFault.from_environment()
+        if fault is not None:
+            callbacks.append(fault)
         # Without a terminal a live progress bar turns into thousands of redrawn lines in the log.
         has_bar = any(isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])])
         if config.get("enable_progress_bar", True) and not has_bar and not sys.stdout.isatty():
@@ -146,6 +159,34 @@ def print_final_metrics(trainer: Trainer) -> None:
     Console().print(table)
 
 
+def checkpoint_root(trainer_config: Any) -> Path:
+    """The folder whose runs ``--resume auto`` searches: the logger's save_dir and name (or project)."""
+    logger = trainer_config.get("logger")
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    init_args = logger.get("init_args", {}) if isinstance(logger, dict) or hasattr(logger, "get") else {}
+    root = Path(init_args.get("save_dir") or trainer_config.get("default_root_dir") or ".")
+    name = init_args.get("name") if "WandbLogger" not in str(logger.get("class_path", "")) else init_args.get("project")
+    return root / name if name else root
+
+
+def newest_checkpoint(trainer_config: Any) -> str | None:
+    """The newest checkpoint under the run folder that reads as a whole checkpoint; damaged ones
+    (a crash mid-write on a file system without atomic renames) are named and passed over."""
+    root = checkpoint_root(trainer_config)
+    candidates = sorted(root.glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if "state_dict" in content and "loops" in content:
+                rank_zero_info(f"Resuming from {path}")
+                return str(path)
+        except Exception as error:  # a truncated or foreign file: try the next one
+            rank_zero_info(f"Skipping unreadable checkpoint {path}: {type(error).__name__}")
+    rank_zero_info(f"No checkpoint under {root} to resume from: starting afresh")
+    return None
+
+
 def continue_wandb_run(config: Any) -> None:
     """``fit --ckpt_path FILE`` under the W&B logger: continue the W&B run that wrote the checkpoint."""
     logger = config["trainer"].get("logger")
@@ -154,7 +195,7 @@ def continue_wandb_run(config: Any) -> None:
         return
     if not str(logger.get("class_path", "")).endswith("WandbLogger") or logger["init_args"].get("id"):
         return
-    run_id = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("logger_version")
+    run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("logger_version")
     if isinstance(run_id, str):
         logger["init_args"]["id"] = run_id
         logger["init_args"]["resume"] = "allow"

@@ -21,6 +21,9 @@ class EpochLines(Callback):
         super().__init__()
         self._start = 0.0
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()  # an epoch resumed in its middle gets no epoch-start call
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start = time.perf_counter()
 

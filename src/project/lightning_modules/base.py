@@ -88,6 +88,18 @@ class TrainingModule(LightningModule):
         if isinstance(version, (str, int)):  # not fast_dev_run's placeholder logger
             checkpoint["logger_version"] = version
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Name a checkpoint of another model plainly, before Lightning's long key-mismatch dump."""
+        saved = set(checkpoint.get("state_dict", {}))
+        own = set(self.state_dict())
+        missing, foreign = sorted(own - saved), sorted(saved - own)
+        if missing or foreign:
+            raise UserError(
+                f"the checkpoint was saved from a different model: {len(missing)} of this model's tensors are not in it"
+                + (f" (e.g. {missing[0]})" if missing else "")
+                + f" and {len(foreign)} of its tensors are not this model's" + (f" (e.g. {foreign[0]})" if foreign else "")
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 

@@ -144,4 +144,5 @@ class ClassificationModule(TrainingModule):
         checkpoint["class_names"] = self.class_names
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.class_names = checkpoint.get("class_names")

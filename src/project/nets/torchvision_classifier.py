@@ -80,6 +80,8 @@ class TorchvisionClassifier(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if weights in ("None", "null", "none", ""):  # `--model.net.weights=null` arrives as a string
+            weights = None
         if weights and weights_path:
             raise UserError("give model.net.weights or model.net.weights_path, not both")
         backbone = load_torchvision_model(name, None if weights_path else weights)
