@@ -29,11 +29,13 @@ def run(args: list[str], cwd: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    seeds = parser.parse_args().seeds
+    parser.add_argument("extra", nargs="*", help="more train.py fit arguments, e.g. -- --trainer.max_epochs=40")
+    options = parser.parse_args()
+    seeds, extra = options.seeds, options.extra
     print(f"{'seed':>4}  {'fit wall s':>10}  {'test acc':>8}")
     for seed in seeds:
         with tempfile.TemporaryDirectory() as cwd:
-            fit_s = run(["fit", "--config", str(CONFIG), f"--seed_everything={seed}", *QUIET], cwd)
+            fit_s = run(["fit", "--config", str(CONFIG), f"--seed_everything={seed}", *QUIET, *extra], cwd)
             best = next(Path(cwd, "runs", "lenet_digits", "version_0", "checkpoints").glob("best-*.ckpt"))
             run(["test", "--config", str(CONFIG), f"--ckpt_path={best}", *QUIET], cwd)
             with open(Path(cwd, "runs", "lenet_digits", "version_1", "metrics.csv")) as f:

@@ -189,7 +189,8 @@ def broken_yaml(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp_path, earlier_run, capsys, monkeypatch):
     for name in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)  # restored, and anything a case sets removed, afterwards
+        monkeypatch.setenv(name, "")  # records the variable, so whatever a case sets is undone afterwards
+        monkeypatch.delenv(name)
     make_args, message = BAD_INPUTS[case]
     args = ["fit", "--config", IMAGE_CONFIG, "--data.data_dir=images", "--data.loader.num_workers=0",
             "--trainer.max_epochs=1", *QUIET, *make_args(tmp_path)]
