@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -20,6 +19,7 @@ from rich.table import Table
 from project.callbacks import EpochLines, InjectedFault, RandomState
 from project.distributed import SyncBatchNormPlugin, match_torchrun
 from project.errors import UserError
+from project.resuming import continue_wandb_run, newest_checkpoint
 
 DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
 
@@ -157,48 +157,6 @@ def print_final_metrics(trainer: Trainer) -> None:
     for key in sorted(metrics):
         table.add_row(key, f"{metrics[key]:.6g}")
     Console().print(table)
-
-
-def checkpoint_root(trainer_config: Any) -> Path:
-    """The folder whose runs ``--resume auto`` searches: the logger's save_dir and name (or project)."""
-    logger = trainer_config.get("logger")
-    if isinstance(logger, list):
-        logger = logger[0] if logger else None
-    init_args = logger.get("init_args", {}) if isinstance(logger, dict) or hasattr(logger, "get") else {}
-    root = Path(init_args.get("save_dir") or trainer_config.get("default_root_dir") or ".")
-    name = init_args.get("name") if "WandbLogger" not in str(logger.get("class_path", "")) else init_args.get("project")
-    return root / name if name else root
-
-
-def newest_checkpoint(trainer_config: Any) -> str | None:
-    """The newest checkpoint under the run folder that reads as a whole checkpoint; damaged ones
-    (a crash mid-write on a file system without atomic renames) are named and passed over."""
-    root = checkpoint_root(trainer_config)
-    candidates = sorted(root.glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            if "state_dict" in content and "loops" in content:
-                rank_zero_info(f"Resuming from {path}")
-                return str(path)
-        except Exception as error:  # a truncated or foreign file: try the next one
-            rank_zero_info(f"Skipping unreadable checkpoint {path}: {type(error).__name__}")
-    rank_zero_info(f"No checkpoint under {root} to resume from: starting afresh")
-    return None
-
-
-def continue_wandb_run(config: Any) -> None:
-    """``fit --ckpt_path FILE`` under the W&B logger: continue the W&B run that wrote the checkpoint."""
-    logger = config["trainer"].get("logger")
-    ckpt_path = config.get("ckpt_path")
-    if not logger or not ckpt_path or not Path(ckpt_path).is_file() or isinstance(logger, (bool, list)):
-        return
-    if not str(logger.get("class_path", "")).endswith("WandbLogger") or logger["init_args"].get("id"):
-        return
-    run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("logger_version")
-    if isinstance(run_id, str):
-        logger["init_args"]["id"] = run_id
-        logger["init_args"]["resume"] = "allow"
 
 
 def check_checkpoint_path(ckpt_path: str | None) -> None:
