@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import QUIET, REPO, read_csv, train_py
 from project.datamodules import LoaderOptions, TensorDataModule
-from project.distributed import SyncBatchNorm, SyncBatchNormPlugin, match_torchrun
+from project.distributed import CPUSyncBatchNorm, SyncBatchNormPlugin, match_torchrun
 from project.errors import UserError
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
@@ -190,7 +190,7 @@ def _sync_batchnorm_worker(rank: int, port: int, out: str) -> None:
 def test_sync_batchnorm_on_two_cpu_processes_equals_batchnorm_over_the_whole_batch(tmp_path):
     mp.spawn(_sync_batchnorm_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    assert ranks[0]["type"] == SyncBatchNorm.__name__
+    assert ranks[0]["type"] == CPUSyncBatchNorm.__name__
 
     torch.manual_seed(0)
     full_batch = (torch.randn(8, 3, 5, 5) * 3 + 1).requires_grad_(True)
@@ -210,7 +210,7 @@ def test_sync_batchnorm_conversion_keeps_parameters_and_statistics():
     original = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm1d(2)))
     original[1].running_mean.fill_(0.5)
     converted = SyncBatchNormPlugin().apply(original)
-    assert [type(m) for m in converted.modules()].count(SyncBatchNorm) == 2
+    assert [type(m) for m in converted.modules()].count(CPUSyncBatchNorm) == 2
     assert torch.equal(converted[1].running_mean, torch.full((4,), 0.5))
     reference = nn.BatchNorm2d(4)
     reference.running_mean.fill_(0.5)

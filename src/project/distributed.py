@@ -16,27 +16,41 @@ from torch import nn
 from project.errors import UserError
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` that also synchronises CPU tensors (gloo), not just GPU ones.
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm synchronised across processes for CPU tensors (gloo), which torch's
+    ``nn.SyncBatchNorm`` refuses (and DDP refuses to wrap it on CPU).
 
-    On GPU it is torch's own layer. On CPU it all-reduces per-channel sums, sums of squares and
-    counts (an all-reduce that autograd differentiates through), so the output and the running
-    statistics are those of one BatchNorm over the batches of all ranks together.
+    It gathers every rank's per-channel mean, variance and count (a gather that autograd
+    differentiates through) and combines them, so the output and the running statistics are those
+    of one BatchNorm over the batches of all ranks together. Outside training or DDP it is a plain BatchNorm, with
+    the same state-dict keys, so its checkpoints load into ordinary BatchNorm layers.
     """
 
+    def __init__(self, *args: Any, process_group: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.device.type != "cpu" or not self._syncing():
+        if not self._syncing():
             return super().forward(input)
         self._check_input_dim(input)
         group = self.process_group or dist.group.WORLD
         channels = input.shape[1]
         reduce_dims = [0, *range(2, input.ndim)]
-        count = torch.tensor([input.numel() / channels], dtype=input.dtype)
-        local = torch.cat([input.sum(reduce_dims), (input * input).sum(reduce_dims), count])
-        total = dist_functional.all_reduce(local, group=group)
-        n = total[-1]
-        mean = total[:channels] / n
-        var = (total[channels : 2 * channels] / n - mean * mean).clamp(min=0)
+        count = torch.full((1,), input.numel() / channels, dtype=input.dtype)
+        local_mean = input.mean(reduce_dims)
+        local_var = input.var(reduce_dims, unbiased=False)
+        # Every rank's (mean, variance, count), combined as in Chan et al.'s parallel variance: stable
+        # where a sum of squares would cancel. The gather is differentiable (its backward sums grads).
+        stats = torch.stack(dist_functional.all_gather(torch.cat([local_mean, local_var, count]), group=group))
+        means, variances, counts = stats[:, :channels], stats[:, channels : 2 * channels], stats[:, -1:]
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n
+        var = (counts * (variances + (means - mean) ** 2)).sum(0) / n
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), n.item())
         shape = [1, channels] + [1] * (input.ndim - 2)
@@ -62,7 +76,7 @@ class SyncBatchNorm(nn.SyncBatchNorm):
     def convert(cls, module: nn.Module) -> nn.Module:
         """Replace every ``BatchNorm*d`` in ``module`` with this layer, keeping weights and statistics."""
         converted = module
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (nn.SyncBatchNorm, cls)):
             converted = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
             if module.affine:
                 with torch.no_grad():
@@ -78,10 +92,14 @@ class SyncBatchNorm(nn.SyncBatchNorm):
 
 
 class SyncBatchNormPlugin(TorchSyncBatchNorm):
-    """What ``trainer.sync_batchnorm: true`` applies: converts to :class:`SyncBatchNorm` (CPU and GPU)."""
+    """What ``trainer.sync_batchnorm: true`` applies. Lightning calls it once the model is on its
+    device: on a GPU it converts to torch's ``nn.SyncBatchNorm``, on CPU to :class:`CPUSyncBatchNorm`."""
 
     def apply(self, model: nn.Module) -> nn.Module:
-        return SyncBatchNorm.convert(model)
+        first = next(model.parameters(), None)
+        if first is not None and first.device.type != "cpu":
+            return super().apply(model)
+        return CPUSyncBatchNorm.convert(model)
 
 
 def torchrun_world() -> tuple[int, int] | None:
