@@ -204,7 +204,7 @@ class TensorDataModule(BaseDataModule):
         self.predict_set = IndexedInputs(self.test_set)
         self.predict_names = [f"row {i}" for i in self.test_set.indices]
         if self.standardize:
-            train_inputs = inputs[self.train_set.indices]
+            train_inputs = self.train_set.tensors[0]  # stacked once, reused by the fast batches
             feature_dims = 0 if inputs.ndim == 2 else (0, 2, 3)
             self.mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
             self.std = train_inputs.std(dim=feature_dims, keepdim=True)[0].clamp(min=1e-8)
@@ -217,8 +217,8 @@ class TensorDataModule(BaseDataModule):
         return None
 
     def train_targets(self) -> torch.Tensor:
-        assert self.train_set is not None
-        return self.train_set.dataset.tensors[1][self.train_set.indices]  # type: ignore[attr-defined]
+        assert isinstance(self.train_set, TensorSplit)
+        return self.train_set.tensors[1]
 
     def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> Any:
         uses_loader_features = self.loader.num_workers > 0 or self.loader.balance_classes
