@@ -172,6 +172,19 @@ def test_torchrun_sets_devices_when_auto_and_refuses_a_mismatch(monkeypatch):
         match_torchrun({"devices": 3, "num_nodes": 1})
 
 
+def test_main_closes_the_process_group_it_leaves_behind(monkeypatch, tmp_path):
+    # A process group left open at exit made a torchrun rank abort now and then (SIGABRT from gloo threads).
+    import project.cli
+
+    def run_that_opens_a_group(args):
+        store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
+        torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+
+    monkeypatch.setattr(project.cli, "ProjectCLI", run_that_opens_a_group)
+    project.cli.main([])
+    assert not torch.distributed.is_initialized()
+
+
 def _sync_batchnorm_worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)

@@ -205,3 +205,18 @@ def main(args: list[str] | None = None) -> None:
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:  # every rank fails alike: say it once
             print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Shut down the DDP process group before the interpreter exits.
+
+    Lightning leaves it open. Left to interpreter shutdown, gloo's worker threads are sometimes
+    destroyed while still joinable, and that rank dies with SIGABRT ("terminate called without an
+    active exception") after an otherwise finished run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
