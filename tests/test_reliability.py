@@ -51,10 +51,14 @@ def test_sigkill_after_an_epoch_then_resume_auto_ends_with_the_weights_of_an_uni
 
 
 @pytest.mark.slow
-def test_step_checkpoints_bound_what_a_crash_loses_and_resume_continues_from_that_step(tmp_path):
+@pytest.mark.parametrize("loader", ["tensor batches", "DataLoader"])
+def test_a_mid_epoch_crash_resumes_at_the_step_and_ends_with_the_weights_of_an_uninterrupted_run(loader, tmp_path):
     every_5_steps = ["--trainer.callbacks+=project.callbacks.ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=5",
                      "--trainer.callbacks.save_top_k=1", "--trainer.callbacks.filename=step-{step}"]
-    recipe = [*TWO_LAYER, "--trainer.max_epochs=3", *every_5_steps]
+    recipe = [*TWO_LAYER, "--trainer.max_epochs=3", f"--data.fast_batches={loader == 'tensor batches'}", *every_5_steps]
+    whole = train_py("fit", *recipe, cwd=tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
     killed = train_py("fit", *recipe, cwd=tmp_path, env=fault("after_step:52"))  # mid-epoch 1 (40 steps an epoch)
     assert killed.returncode == -signal.SIGKILL
     [newest] = (tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints").glob("step-*.ckpt")
@@ -62,8 +66,14 @@ def test_step_checkpoints_bound_what_a_crash_loses_and_resume_continues_from_tha
     resumed = train_py("fit", *recipe, "--resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming from {newest.relative_to(tmp_path)}" in resumed.stdout + resumed.stderr
+    assert "not resumable" not in resumed.stderr
     steps = [int(r["step"]) for r in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "metrics.csv")]
-    assert min(steps) >= 50 and last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_1")["global_step"] == 120
+    assert min(steps) >= 50
+
+    reference = last_checkpoint(tmp_path / "whole" / "runs" / "two_layer_digits" / "version_0")
+    final = last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_1")
+    assert (final["epoch"], final["global_step"]) == (reference["epoch"], reference["global_step"]) == (2, 120)
+    assert max_difference(final["state_dict"], reference["state_dict"]) <= 1e-6
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ class RandomState(Callback):
     """Saves the random number generators (torch, CUDA, NumPy, Python) in every checkpoint and
     restores them when training resumes, so augmentation and dropout continue exactly as in an
     uninterrupted run; Lightning restores weights, optimizer, schedulers, epoch and step, but not
-    these. The data order needs nothing: samplers draw a fresh seeded permutation per epoch.
+    these. The data order needs nothing here: samplers draw a seeded permutation per epoch, and
+    the data module records how far into an epoch a checkpoint was written (``BaseDataModule.state_dict``).
 
     The states are put back at the start of training, after the sanity check, whose loaders
     draw from the generator (an uninterrupted run does its check only once, at the start).

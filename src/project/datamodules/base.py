@@ -1,13 +1,15 @@
 """What every data module shares: DataLoader options, batch-size arithmetic, samplers and predict indexing."""
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
 from project.datamodules.transforms import ImageTransforms
@@ -28,6 +30,30 @@ class IndexedInputs(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.dataset[index][0], index
+
+
+class ResumableSampler(DistributedSampler):
+    """A seeded ``DistributedSampler`` that can begin one epoch part-way through.
+
+    Resuming from a checkpoint written mid-epoch, Lightning restores the step and batch counters
+    but iterates the loader from its start again. ``resume_at`` makes the next pass over ``epoch``
+    leave out the samples already trained on, so the run continues with exactly the batches an
+    uninterrupted run would have seen next.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, samples_done: int) -> None:
+        self._resume = (epoch, samples_done)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        if self._resume is not None and self._resume[0] == self.epoch:
+            indices = indices[self._resume[1] :]
+            self._resume = None
+        return iter(indices)
 
 
 @dataclass
@@ -71,6 +97,8 @@ class BaseDataModule(LightningDataModule):
         self.predict_set: Dataset | None = None
         self.class_names: list[str] | None = None
         self.predict_names: list[str] = []
+        self._train_sampler_in_use: ResumableSampler | None = None
+        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done), from a checkpoint
 
     @property
     def num_classes(self) -> int | None:
@@ -139,7 +167,35 @@ class BaseDataModule(LightningDataModule):
         if self.train_set is None:
             return None
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
-        return DistributedSampler(self.train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self._train_sampler_in_use = ResumableSampler(self.train_set, num_replicas=world_size, rank=rank, seed=seed)
+        self._apply_resume_position()
+        return self._train_sampler_in_use
+
+    # Lightning saves a data module's state_dict in every checkpoint and hands it back on resume.
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training epoch stands, when a checkpoint is written part-way through one."""
+        trainer, sampler = self.trainer, self._train_sampler_in_use
+        if trainer is None or sampler is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if not 0 < batches_done < trainer.num_training_batches:
+            return {}  # at an epoch boundary: the next epoch starts from its beginning anyway
+        return {"train_epoch": sampler.epoch, "train_batches_done": batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_batches_done" in state_dict:
+            self._resume_position = (state_dict["train_epoch"], state_dict["train_batches_done"])
+            self._apply_resume_position()
+            # Lightning warns that a plain DataLoader cannot resume mid-epoch; this one's sampler does.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+
+    def _apply_resume_position(self) -> None:
+        if self._resume_position is None or self._train_sampler_in_use is None:
+            return
+        epoch, batches_done = self._resume_position
+        self._train_sampler_in_use.resume_at(epoch, batches_done * self.batch_size_per_device())
+        self._resume_position = None
 
     def _evaluation_sampler(self, dataset: Dataset | None) -> Sampler | None:
         """Under DDP each rank evaluates every ``world_size``-th sample, with no padding, so every

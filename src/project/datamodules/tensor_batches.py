@@ -53,6 +53,7 @@ class TensorBatches:
             order = torch.arange(len(self.tensors[0]), device=device)
         else:
             order = torch.as_tensor(list(self.sampler), dtype=torch.long, device=device)
-        for batch in range(len(self)):
+        batches = len(order) // self.batch_size if self.drop_last else math.ceil(len(order) / self.batch_size)
+        for batch in range(batches):  # fewer than len(self) when a resumed epoch starts part-way
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             yield [t.index_select(0, index) for t in self.tensors]
