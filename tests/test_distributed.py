@@ -14,7 +14,12 @@ from torch import nn
 
 from conftest import QUIET, REPO, read_csv, train_py
 from project.datamodules import LoaderOptions, TensorDataModule
-from project.distributed import CPUSyncBatchNorm, SyncBatchNormPlugin, match_torchrun
+from project.distributed import (
+    CPUSyncBatchNorm,
+    SyncBatchNormPlugin,
+    match_torchrun,
+    warn_if_restarts_share_the_store,
+)
 from project.errors import UserError
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
@@ -111,6 +116,34 @@ def test_torchrun_fit_then_test_and_predict_equal_one_process(one_process, tmp_p
     rows = read_csv(ddp_predict / "predictions.csv")
     assert len(rows) == 359 and len({r["input"] for r in rows}) == 359
     assert (ddp_predict / "predictions.csv").read_text() == (one_predict / "predictions.csv").read_text()
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_group_that_lost_a_rank_and_it_resumes_to_the_weights_of_one_process(one_process, tmp_path):
+    every_5_steps = ["--trainer.callbacks+=project.callbacks.ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=5",
+                     "--trainer.callbacks.save_top_k=1", "--trainer.callbacks.filename=step-{step}"]
+    torchrun = (*TORCHRUN, "--standalone", "--nproc_per_node=2", "--max-restarts=1")
+    # Rank 1 is SIGKILLed before step 26 (mid-epoch 1; 17 steps an epoch), after the step-25 checkpoint.
+    env = {**os.environ, "PROJECT_FAULT": "after_step:25:1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    result = train_py("fit", *RECIPE, "--resume=auto", *every_5_steps, cwd=tmp_path, launcher=torchrun, env=env)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "exitcode: -9" in output  # the kill happened and torchrun saw it
+    assert "Resuming from runs/two_layer_digits/version_0/checkpoints/step-step=25.ckpt" in output
+    assert sorted(p.name for p in (tmp_path / RUN).iterdir()) == ["version_0", "version_1"]
+    final = torch.load(tmp_path / RUN / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (final["epoch"], final["global_step"]) == (1, 34)
+    assert_same_weights(final["state_dict"], weights(one_process))
+
+
+def test_torchrun_restarts_without_their_own_store_are_warned_about(monkeypatch, capsys):
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    warn_if_restarts_share_the_store()
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun" in capsys.readouterr().err
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")
+    warn_if_restarts_share_the_store()
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.slow

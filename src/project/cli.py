@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from project.callbacks import EpochLines, InjectedFault, RandomState
-from project.distributed import SyncBatchNormPlugin, match_torchrun
+from project.distributed import SyncBatchNormPlugin, match_torchrun, warn_if_restarts_share_the_store
 from project.errors import UserError
 from project.resuming import continue_wandb_run, newest_checkpoint
 
@@ -109,6 +109,7 @@ class ProjectCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         match_torchrun(config["trainer"])
         if self.subcommand == "fit":
+            warn_if_restarts_share_the_store()
             if config.get("resume") == "auto" and not config.get("ckpt_path"):
                 config["ckpt_path"] = newest_checkpoint(config["trainer"])
             continue_wandb_run(config)

@@ -5,6 +5,7 @@ accumulation, rank-0-only checkpoints and logs). These fill the two gaps a CPU u
 """
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -130,4 +131,21 @@ def match_torchrun(trainer_config: Any) -> None:
             f"torchrun started {per_node * nodes} processes ({per_node} per node on {nodes} node(s)) but "
             f"trainer.devices={devices} x trainer.num_nodes={num_nodes} is {count * num_nodes}: "
             f"set --trainer.devices={per_node} --trainer.num_nodes={nodes} (or devices: auto)"
+        )
+
+
+def warn_if_restarts_share_the_store() -> None:
+    """Say how to launch when torchrun may restart this process group and its workers share torchrun's store.
+
+    Restarted workers then read the gloo/NCCL addresses of the failed attempt from that store and
+    fail to connect (pytorch/pytorch#135712). ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` on the
+    launcher gives each attempt a store of its own; the launcher tells workers which applies.
+    """
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if restarts > 0 and shared and os.environ.get("RANK", "0") == "0":
+        print(
+            "warning: torchrun --max-restarts without TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: restarted processes "
+            "can fail to reconnect; launch as TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...",
+            file=sys.stderr,
         )
