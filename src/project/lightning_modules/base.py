@@ -41,6 +41,14 @@ class TrainingModule(LightningModule):
         self.val_metrics: MetricCollection
         self.test_metrics: MetricCollection
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` around every hook, ~40 times a training step; nn.Module's
+        # __setattr__ checks parameters, buffers and submodules each time. A string needs none of that.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(loss, predictions, targets)`` for a batch, in the form the metrics take."""
         raise NotImplementedError
