@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from project.errors import UserError
 from project.lightning_modules.schedules import LRSchedule, build_schedulers
+from project.lightning_modules.speed import SpeedOptions
 
 
 class TrainingModule(LightningModule):
@@ -29,11 +30,14 @@ class TrainingModule(LightningModule):
         net: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule | None = None,
+        speed: SpeedOptions | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule or LRSchedule()
+        self.speed = speed or SpeedOptions()
+        self._speed_applied = False
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
@@ -108,8 +112,14 @@ class TrainingModule(LightningModule):
                 + f" and {len(foreign)} of its tensors are not this model's" + (f" (e.g. {foreign[0]})" if foreign else "")
             )
 
+    def configure_model(self) -> None:
+        # Lightning calls this on every device before fit/validate/test/predict, possibly more than once.
+        if not self._speed_applied:
+            self.speed.apply_to_net(self.net)
+            self._speed_applied = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.speed.apply_to_input(x))
 
     def configure_optimizers(self) -> Any:
         return self._with_schedule(self.optimizer_factory([p for p in self.parameters() if p.requires_grad]))

@@ -12,6 +12,7 @@ from project.lightning_modules.base import TrainingModule
 from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss
 from project.lightning_modules.reports import report_confusion_matrix
 from project.lightning_modules.schedules import LRSchedule
+from project.lightning_modules.speed import SpeedOptions
 from project.loggers import log_picture
 
 
@@ -35,8 +36,9 @@ class ClassificationModule(TrainingModule):
         top_k: int = 5,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule | None = None,
+        speed: SpeedOptions | None = None,
     ) -> None:
-        super().__init__(net, optimizer, lr_schedule)
+        super().__init__(net, optimizer, lr_schedule, speed)
         self.save_hyperparameters(ignore=["net"])
         if num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {num_classes}")

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from project.errors import UserError
 from project.lightning_modules.classification import ClassificationModule
 from project.lightning_modules.schedules import LRSchedule
+from project.lightning_modules.speed import SpeedOptions
 
 
 class FineTuningModule(ClassificationModule):
@@ -50,8 +51,9 @@ class FineTuningModule(ClassificationModule):
         top_k: int = 5,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule | None = None,
+        speed: SpeedOptions | None = None,
     ) -> None:
-        super().__init__(net, num_classes, loss, class_weights, label_smoothing, top_k, optimizer, lr_schedule)
+        super().__init__(net, num_classes, loss, class_weights, label_smoothing, top_k, optimizer, lr_schedule, speed)
         if not (hasattr(net, "backbone") and hasattr(net, "head")):
             raise UserError(f"fine-tuning needs a net with .backbone and .head (e.g. project.nets.TorchvisionClassifier), got {type(net).__name__}")
         if unfreeze_at_epoch is not None and (not freeze_backbone or unfreeze_at_epoch < 1):

@@ -10,6 +10,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from project.lightning_modules.base import TrainingModule
 from project.lightning_modules.losses import REGRESSION_LOSSES, build_loss
 from project.lightning_modules.schedules import LRSchedule
+from project.lightning_modules.speed import SpeedOptions
 
 
 class RegressionModule(TrainingModule):
@@ -22,8 +23,9 @@ class RegressionModule(TrainingModule):
         huber_delta: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule | None = None,
+        speed: SpeedOptions | None = None,
     ) -> None:
-        super().__init__(net, optimizer, lr_schedule)
+        super().__init__(net, optimizer, lr_schedule, speed)
         self.save_hyperparameters(ignore=["net"])
         self.loss_fn = build_loss(loss, REGRESSION_LOSSES, huber_delta=huber_delta)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, compute_groups=False)
