@@ -9,7 +9,10 @@ in the same seeded order (one permutation per epoch, as DistributedSampler makes
 the same initial weights, and run on this machine's CPU. Printed per case: median wall time per
 epoch from epoch 2 on (validation and checkpoint included), the ratio template / plain loop
 (goal <= 1.03), whether the final training losses agree, and for tensor data the template's
-epoch with the per-sample DataLoader instead of its fast tensor batches.
+epoch with the per-sample DataLoader instead of its fast tensor batches. A third loop, "bare PL",
+runs the plain loop's own net, loss, optimizer and DataLoader through a Lightning Trainer with
+logger, checkpointing, progress bar, summary and callbacks off: bare / plain is what
+Lightning's training loop alone costs, the floor under any Lightning template.
 
 Cases: LeNet on scikit-learn's digits tiled to 25,000 (20,000 training samples per epoch), the
 seeds' two-layer net on 25,000 random 1000-d tensors (MSE), and ResNet-18 head training (frozen
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from lightning.pytorch import seed_everything
+from lightning.pytorch import LightningModule, Trainer, seed_everything
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
@@ -73,6 +76,39 @@ def plain_loop(
     return seconds, mean_loss
 
 
+class BareModule(LightningModule):
+    """The plain loop's net, loss and optimizer in a LightningModule with nothing else: no metrics,
+    no logging. Run by a Trainer with logger, checkpointing, progress bar and summary off, it
+    measures what Lightning's loop itself costs per step."""
+
+    def __init__(self, net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        super().__init__()
+        self.net, self.loss_fn, self.optimizer = net, loss_fn, optimizer
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.loss_fn(self.net(batch[0]), batch[1])
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.loss_fn(self.net(batch[0]), batch[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer
+
+
+def bare_lightning(
+    net: nn.Module, train_set: Dataset, val_set: Dataset, loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer, batch_size: int, epochs: int, checkpoint: Path,
+) -> tuple[list[float], float]:
+    """The same batches as ``plain_loop``, through a Trainer with every extra switched off."""
+    sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=SEED)
+    timer = TrainingThroughput()
+    trainer = Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(BareModule(net, loss_fn, optimizer), DataLoader(train_set, batch_size=batch_size, sampler=sampler),
+                DataLoader(val_set, batch_size=batch_size))
+    return timer.epoch_wall_seconds, float("nan")
+
+
 def template(args: list[str]) -> tuple[list[float], float]:
     cli = ProjectCLI(args=["fit", *args])
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, TrainingThroughput))
@@ -89,7 +125,7 @@ def lenet_digits(tmp: Path, epochs: int) -> dict[str, Callable]:
             "--model.lr_schedule.name=none", f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu",
             f"--trainer.logger.init_args.save_dir={tmp / 'runs'}"]
 
-    def plain() -> tuple[list[float], float]:
+    def plain() -> dict:
         from project.datamodules import TensorDataModule
 
         data = TensorDataModule(dataset=None, path=str(tmp / "digits.pt"), input_shape=[1, 8, 8], resize_to=32,
@@ -98,8 +134,8 @@ def lenet_digits(tmp: Path, epochs: int) -> dict[str, Callable]:
         seed_everything(SEED)
         net = LeNet(num_classes=10, in_channels=1, input_size=32)
         optimizer = torch.optim.AdamW(net.parameters(), lr=0.003, weight_decay=0.01)
-        return plain_loop(net, TensorDataset(*data.train_set.tensors), TensorDataset(*data.val_set.tensors),
-                          nn.CrossEntropyLoss(), optimizer, 64, epochs, tmp / "plain.pt")
+        return dict(net=net, train_set=TensorDataset(*data.train_set.tensors), val_set=TensorDataset(*data.val_set.tensors),
+                    loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, batch_size=64, epochs=epochs, checkpoint=tmp / "plain.pt")
 
     return {"plain": plain, "template": lambda extra=(): template([*args, *extra]), "tensor": True}
 
@@ -113,7 +149,7 @@ def two_layer(tmp: Path, epochs: int) -> dict[str, Callable]:
             "--data.val_fraction=0.1", "--data.test_fraction=0.1", f"--trainer.max_epochs={epochs}",
             "--trainer.accelerator=cpu", f"--trainer.logger.init_args.save_dir={tmp / 'runs'}"]
 
-    def plain() -> tuple[list[float], float]:
+    def plain() -> dict:
         from project.datamodules import TensorDataModule
 
         data = TensorDataModule(dataset=None, path=str(tmp / "tensors.pt"), task="regression",
@@ -122,8 +158,8 @@ def two_layer(tmp: Path, epochs: int) -> dict[str, Callable]:
         seed_everything(SEED)
         net = TwoLayerNet(1000, 100, 10)
         optimizer = torch.optim.Adam(net.parameters(), lr=0.001)
-        return plain_loop(net, TensorDataset(*data.train_set.tensors), TensorDataset(*data.val_set.tensors),
-                          nn.MSELoss(), optimizer, 64, epochs, tmp / "plain.pt")
+        return dict(net=net, train_set=TensorDataset(*data.train_set.tensors), val_set=TensorDataset(*data.val_set.tensors),
+                    loss_fn=nn.MSELoss(), optimizer=optimizer, batch_size=64, epochs=epochs, checkpoint=tmp / "plain.pt")
 
     return {"plain": plain, "template": lambda extra=(): template([*args, *extra]), "tensor": True}
 
@@ -139,7 +175,7 @@ def resnet18_head(tmp: Path, epochs: int) -> dict[str, Callable]:
             "--model.lr_schedule.name=none", f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu",
             f"--trainer.logger.init_args.save_dir={tmp / 'runs'}"]
 
-    def plain() -> tuple[list[float], float]:
+    def plain() -> dict:
         from project.datamodules import ImageFolderDataModule
         from project.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransforms
 
@@ -168,8 +204,8 @@ def resnet18_head(tmp: Path, epochs: int) -> dict[str, Callable]:
 
         model = FrozenBackbone()
         optimizer = torch.optim.SGD(net.fc.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0001)
-        return plain_loop(model, data.train_set, data.val_set, nn.CrossEntropyLoss(), optimizer, 32, epochs,
-                          tmp / "plain.pt")
+        return dict(net=model, train_set=data.train_set, val_set=data.val_set, loss_fn=nn.CrossEntropyLoss(),
+                    optimizer=optimizer, batch_size=32, epochs=epochs, checkpoint=tmp / "plain.pt")
 
     return {"plain": plain, "template": lambda extra=(): template([*args, *extra]), "tensor": False}
 
@@ -190,20 +226,23 @@ def main() -> None:
     for name in options.cases:
         with tempfile.TemporaryDirectory() as tmp:
             case = CASES[name](Path(tmp), options.epochs)
-            plain_s, plain_loss = case["plain"]()
+            plain_s, plain_loss = plain_loop(**case["plain"]())
+            bare_s, _ = bare_lightning(**case["plain"]())  # fresh ingredients: same seed, same initial weights
             template_s, template_loss = case["template"]()
             per_sample_s = median_after_first(case["template"](["--data.fast_batches=false"])[0]) if case["tensor"] else None
-        rows.append((name, median_after_first(plain_s), median_after_first(template_s), plain_loss, template_loss, per_sample_s))
+        rows.append((name, median_after_first(plain_s), median_after_first(bare_s), median_after_first(template_s),
+                     plain_loss, template_loss, per_sample_s))
 
-    print(f"\n{'case':<14} {'plain s/ep':>10} {'template':>9} {'ratio':>6}  {'loss plain':>11} {'template':>11} "
-          f"{'agree':>5}  {'per-sample loader':>17} {'fast-path gain':>14}")
-    for name, plain, ours, plain_loss, our_loss, per_sample in rows:
+    print(f"\n{'case':<14} {'plain s/ep':>10} {'bare PL':>8} {'template':>9} {'ratio':>6} {'bare/plain':>10}  "
+          f"{'loss plain':>11} {'template':>11} {'agree':>5}  {'per-sample loader':>17} {'fast-path gain':>14}")
+    for name, plain, bare, ours, plain_loss, our_loss, per_sample in rows:
         agree = abs(plain_loss - our_loss) <= 1e-4 * max(1.0, abs(plain_loss))
         extra = f"{per_sample:>15.3f} s {per_sample / ours:>13.2f}x" if per_sample else f"{'-':>17} {'-':>14}"
-        print(f"{name:<14} {plain:>10.3f} {ours:>9.3f} {ours / plain:>6.3f}  {plain_loss:>11.6f} {our_loss:>11.6f} "
-              f"{'yes' if agree else 'NO':>5}  {extra}")
-    print(f"(CPU, {torch.get_num_threads()} threads; ratio = template / plain loop, goal <= 1.03; "
-          f"fast-path gain = template epoch with per-sample DataLoader / with fast tensor batches, goal >= 1.3)")
+        print(f"{name:<14} {plain:>10.3f} {bare:>8.3f} {ours:>9.3f} {ours / plain:>6.3f} {bare / plain:>10.3f}  "
+              f"{plain_loss:>11.6f} {our_loss:>11.6f} {'yes' if agree else 'NO':>5}  {extra}")
+    print(f"(CPU, {torch.get_num_threads()} threads; ratio = template / plain loop, goal <= 1.03; bare PL = the plain "
+          "loop's module in a Trainer with every extra off, the floor Lightning's loop sets; fast-path gain = template "
+          "epoch with per-sample DataLoader / with fast tensor batches, goal >= 1.3)")
 
 
 if __name__ == "__main__":

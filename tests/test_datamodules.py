@@ -75,6 +75,25 @@ def test_batch_affine_moves_pixels_but_keeps_shape_and_identity_is_exact():
     assert torch.allclose(still, images, atol=1e-5)
 
 
+def test_expand_train_to_adds_affine_copies_of_training_images_only():
+    options = dict(dataset="digits", input_shape=[1, 8, 8], resize_to=28)
+    plain = set_up(TensorDataModule(**options))
+    grown = set_up(TensorDataModule(**options, expand_train_to=5000))
+    again = set_up(TensorDataModule(**options, expand_train_to=5000))
+    (x, y), (x0, y0) = grown.train_set.tensors, plain.train_set.tensors
+    n = len(x0)
+    assert x.shape == (5000, 1, 28, 28) and len(y) == 5000
+    assert torch.equal(x[:n], x0) and torch.equal(y[:n], y0)  # the real training images come first
+    sources = torch.arange(5000 - n) % n
+    assert torch.equal(y[n:], y0[sources])  # each copy keeps its source's label
+    assert (x[n:] - x0[sources]).abs().amax(dim=(1, 2, 3)).gt(1e-3).float().mean() > 0.95  # and is moved
+    assert torch.equal(x, again.train_set.tensors[0])  # the same set every run
+    assert torch.equal(grown.val_set.tensors[0], plain.val_set.tensors[0])  # evaluation stays real
+    assert torch.equal(grown.test_set.tensors[0], plain.test_set.tensors[0])
+    with pytest.raises(UserError, match="expand_train_to=100 is smaller than the training split"):
+        set_up(TensorDataModule(**options, expand_train_to=100))
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".pt-tuple", ".npz", ".npy", ".csv"])
 def test_tensor_files_of_every_format_load_the_same_numbers(tmp_path, suffix):
     x = np.arange(40, dtype=np.float32).reshape(10, 4)

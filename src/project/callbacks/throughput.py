@@ -3,6 +3,7 @@
 import time
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
@@ -42,6 +43,9 @@ class TrainingThroughput(Callback):
         self._end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if pl_module.device.type == "cuda":  # GPU work is queued: the epoch ends when the queue is done
+            torch.cuda.synchronize(pl_module.device)
+            self._end = time.perf_counter()
         seconds = self._end - self._start
         self.epoch_seconds.append(seconds)
         if seconds <= 0 or trainer.logger is None or trainer.sanity_checking:

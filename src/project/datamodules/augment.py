@@ -23,9 +23,9 @@ class BatchAffine:
     """Zoom factor drawn from [scale_min, scale_max]."""
     scale_max: float = 1.1
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = images.shape[0]
-        options = {"device": images.device, "dtype": images.dtype}
+        options = {"device": images.device, "dtype": images.dtype, "generator": generator}
         angle = (torch.rand(n, **options) * 2 - 1) * math.radians(self.degrees)
         scale = self.scale_min + torch.rand(n, **options) * (self.scale_max - self.scale_min)
         shift = (torch.rand(n, 2, **options) * 2 - 1) * self.translate * 2  # grid units span [-1, 1]

@@ -116,6 +116,10 @@ class TensorDataModule(BaseDataModule):
         resize_to: resize image inputs (C x H x W) to resize_to x resize_to once, bilinearly.
         standardize: subtract the training mean and divide by the training std, per feature.
         augment: random affine augmentation of each training batch (image inputs only).
+        expand_train_to: grow the training split to this many images, once, with fixed-seed random
+            affine copies (``expand_affine``) of its own images; validation and test stay the real,
+            unaltered samples. E.g. 60000 turns the digits into an MNIST-size training set.
+        expand_affine: the rotation, shift and zoom of those copies.
         val_fraction / test_fraction / split_seed: the split; the seed is separate from the
             training seed so that every training seed is tested on the same samples.
         fast_batches: cut train/val/test batches from pre-stacked tensors (``TensorBatches``):
@@ -137,6 +141,8 @@ class TensorDataModule(BaseDataModule):
         resize_to: int | None = None,
         standardize: bool = False,
         augment: BatchAffine | None = None,
+        expand_train_to: int | None = None,
+        expand_affine: BatchAffine | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
@@ -155,6 +161,7 @@ class TensorDataModule(BaseDataModule):
         self.input_key, self.target_key, self.num_target_columns = input_key, target_key, num_target_columns
         self.input_shape, self.resize_to = input_shape, resize_to
         self.standardize, self.augment = standardize, augment
+        self.expand_train_to, self.expand_affine = expand_train_to, expand_affine or BatchAffine()
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.fast_batches, self.keep_on_device = fast_batches, keep_on_device
         split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
@@ -201,6 +208,8 @@ class TensorDataModule(BaseDataModule):
         generator = torch.Generator().manual_seed(self.split_seed)
         splits = random_split(full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator)
         self.train_set, self.val_set, self.test_set = (TensorSplit(full, split.indices) for split in splits)
+        if self.expand_train_to is not None:
+            self.train_set = self._expanded(self.train_set, self.expand_train_to)
         self.predict_set = IndexedInputs(self.test_set)
         self.predict_names = [f"row {i}" for i in self.test_set.indices]
         if self.standardize:
@@ -208,6 +217,19 @@ class TensorDataModule(BaseDataModule):
             feature_dims = 0 if inputs.ndim == 2 else (0, 2, 3)
             self.mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
             self.std = train_inputs.std(dim=feature_dims, keepdim=True)[0].clamp(min=1e-8)
+
+    def _expanded(self, split: TensorSplit, size: int) -> TensorSplit:
+        """``split`` followed by random affine copies of its images, cycling through them, up to ``size``."""
+        inputs, targets = split.tensors
+        if inputs.ndim != 4:
+            raise UserError(f"expand_train_to needs image inputs (C x H x W); set input_shape (inputs are {tuple(inputs.shape[1:])})")
+        if size < len(inputs):
+            raise UserError(f"expand_train_to={size} is smaller than the training split ({len(inputs)} samples)")
+        source = torch.arange(size - len(inputs)) % len(inputs)
+        generator = torch.Generator().manual_seed(self.split_seed)
+        copies = torch.cat([self.expand_affine(inputs[chunk], generator) for chunk in source.split(8192)])
+        expanded = TensorDataset(torch.cat([inputs, copies]), torch.cat([targets, targets[source]]))
+        return TensorSplit(expanded, list(range(size)))
 
     def random_training_inputs(self) -> str | None:
         if self.augment is not None:
