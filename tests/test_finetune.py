@@ -178,17 +178,22 @@ def test_unfreezing_under_two_ddp_processes_trains_the_weights_of_one_process(pl
 
 
 @pytest.mark.slow
-def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_gives_the_batch_statistics_of_one_process(planted, images, tmp_path):
-    """`--trainer.sync_batchnorm=true` through the CLI: BatchNorm layers that train see the global batch.
-    (lr 0 and one step, so the running statistics compare the forward passes alone.)"""
+def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_trains_the_weights_of_one_process(planted, images, tmp_path):
+    """`--trainer.sync_batchnorm=true` through the CLI: BatchNorm layers that train see the global batch,
+    so two steps on 2 ranks x 4 images give one process's weights and statistics on 8.
+
+    In float64 they agree to rounding. In float32 they differ by up to ~3e-4 after two steps: the
+    per-rank statistics are combined in another order, and BatchNorm over a handful of values per
+    channel (layer4 sees 1x1 maps here) divides by a tiny spread that magnifies the last bits.
+    """
     env = {**os.environ, "TORCH_HOME": str(planted[0])}
     common = [
         "--config", str(REPO / "configs" / "resnet_finetune_unfreeze.yaml"), f"--data.data_dir={images}",
         "--data.transforms.image_size=32", "--data.transforms.random_crop_padding=0",
         "--data.transforms.horizontal_flip=0.0", "--data.loader.num_workers=0", "--data.loader.global_batch_size=8",
         "--model.freeze_backbone=false", "--model.unfreeze_at_epoch=null", "--model.train_bn=true",
-        "--model.optimizer.init_args.lr=0.0", "--model.lr_schedule.name=none", "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=1", "--trainer.accelerator=cpu", *QUIET,
+        "--model.lr_schedule.name=none", "--trainer.max_epochs=1", "--trainer.precision=64-true",
+        "--trainer.limit_train_batches=2", "--trainer.accelerator=cpu", *QUIET,
     ]
     results = {}
     for name, extra in (("one", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.sync_batchnorm=true"])):
@@ -196,7 +201,7 @@ def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_gives_the_batch_statist
         assert result.returncode == 0, result.stderr
         checkpoint = tmp_path / name / "runs" / "resnet_finetune_unfreeze" / "version_0" / "checkpoints" / "last.ckpt"
         results[name] = torch.load(checkpoint, weights_only=False)["state_dict"]
-    statistics = [k for k in results["one"] if k.endswith(("running_mean", "running_var"))]
-    assert not torch.equal(results["one"]["net.backbone.bn1.running_mean"], planted[1]["bn1.running_mean"])
-    for key in statistics:
-        assert torch.allclose(results["one"][key], results["ddp"][key], atol=1e-5, rtol=1e-5), key
+    assert not torch.allclose(results["one"]["net.backbone.conv1.weight"].float(), planted[1]["conv1.weight"], atol=1e-3)
+    assert not torch.equal(results["one"]["net.backbone.bn1.running_mean"].float(), planted[1]["bn1.running_mean"])
+    for key, value in results["one"].items():
+        assert torch.allclose(value.double(), results["ddp"][key].double(), atol=1e-10, rtol=0), key
