@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch.distributed as dist
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -152,8 +153,8 @@ class ProjectCLI(LightningCLI):
 
 
 class NoProfiler(PassThroughProfiler):
-    """Lightning's stand-in when no profiler is set, minus its cost: Lightning wraps each of the ~70
-    hook calls of a training step in ``profiler.profile(...)``, which for the stand-in still builds
+    """Lightning's stand-in when no profiler is set, minus its cost: Lightning wraps each of the
+    dozens of hook calls in a training step in ``profiler.profile(...)``, which for the stand-in still builds
     a generator-based context manager. A shared ``nullcontext`` does the same nothing for less."""
 
     _nothing = contextlib.nullcontext()
@@ -233,7 +234,5 @@ def close_process_group() -> None:
     destroyed while still joinable, and that rank dies with SIGABRT ("terminate called without an
     active exception") after an otherwise finished run.
     """
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -43,9 +43,11 @@ class TensorBatches:
     def _num_samples(self) -> int:
         return len(self.sampler) if self.sampler is not None else len(self.tensors[0])  # type: ignore[arg-type]
 
+    def _batch_count(self, samples: int) -> int:
+        return samples // self.batch_size if self.drop_last else math.ceil(samples / self.batch_size)
+
     def __len__(self) -> int:
-        n = self._num_samples()
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return self._batch_count(self._num_samples())
 
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
         device = self.tensors[0].device
@@ -53,7 +55,6 @@ class TensorBatches:
             order = torch.arange(len(self.tensors[0]), device=device)
         else:
             order = torch.as_tensor(list(self.sampler), dtype=torch.long, device=device)
-        batches = len(order) // self.batch_size if self.drop_last else math.ceil(len(order) / self.batch_size)
-        for batch in range(batches):  # fewer than len(self) when a resumed epoch starts part-way
+        for batch in range(self._batch_count(len(order))):  # fewer than len(self) when a resumed epoch starts part-way
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             yield [t.index_select(0, index) for t in self.tensors]
