@@ -6,15 +6,12 @@ import warnings
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from project.errors import UserError
 from project.lightning_modules.classification import ClassificationModule
-from project.lightning_modules.schedules import LRSchedule
-from project.lightning_modules.speed import SpeedOptions
 
 
 class FineTuningModule(ClassificationModule):
@@ -45,15 +42,9 @@ class FineTuningModule(ClassificationModule):
         unfreeze_at_epoch: int | None = None,
         backbone_lr_scale: float = 0.1,
         cache_features: bool = False,
-        loss: str = "cross_entropy",
-        class_weights: list[float] | None = None,
-        label_smoothing: float = 0.0,
-        top_k: int = 5,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_schedule: LRSchedule | None = None,
-        speed: SpeedOptions | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(net, num_classes, loss, class_weights, label_smoothing, top_k, optimizer, lr_schedule, speed)
+        super().__init__(net, num_classes, **kwargs)
         if not (hasattr(net, "backbone") and hasattr(net, "head")):
             raise UserError(f"fine-tuning needs a net with .backbone and .head (e.g. project.nets.TorchvisionClassifier), got {type(net).__name__}")
         if unfreeze_at_epoch is not None and (not freeze_backbone or unfreeze_at_epoch < 1):
