@@ -74,6 +74,7 @@ def test_every_config_parses(config, capsys):
     ("config", "extra"),
     [
         ("lenet_digits", []),
+        ("lenet_digits", ["--config", str(REPO / "configs" / "data" / "digits_60k.yaml")]),  # the MNIST-size overlay
         ("two_layer_digits", []),
         ("two_layer_regression", ["--data.path=data/regression.pt"]),
         ("lenet_imagefolder", ["--data.data_dir=images", "--data.loader.num_workers=0"]),
