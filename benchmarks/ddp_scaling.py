@@ -4,7 +4,7 @@
 
 The digits are tiled to ``--samples`` training-sized inputs so an epoch is long enough to time.
 Both runs use the recipe's global batch size (DDP splits it across ranks), the CPU and gloo,
-and report the median of ``perf/samples_per_s`` (logged by ``TrainingThroughput``) over the
+and report the median of ``bench/samples_per_s`` (logged by ``epoch_timer.EpochTimer``) over the
 epochs after the first. On a machine with k cores, 2 processes share them: expect gains only
 where one process leaves cores idle.
 """
@@ -12,6 +12,7 @@ where one process leaves cores idle.
 import argparse
 import csv
 import statistics
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,9 +41,10 @@ def train_samples_per_second(config: str, data: Path, epochs: int, extra: list[s
         "--data.dataset=null", f"--data.path={data}", "--data.val_fraction=0.02", "--data.test_fraction=0.02",
         "--trainer.logger.init_args.save_dir=runs", "--trainer.logger.init_args.name=bench", *QUIET, *extra,
     ]
-    subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(REPO / "train.py"), *args, "--trainer.callbacks+=epoch_timer.EpochTimer"], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO / "benchmarks")})
     with open(Path(cwd, "runs", "bench", "version_0", "metrics.csv")) as f:
-        rates = [float(r["perf/samples_per_s"]) for r in csv.DictReader(f) if r.get("perf/samples_per_s")]
+        rates = [float(r["bench/samples_per_s"]) for r in csv.DictReader(f) if r.get("bench/samples_per_s")]
     return statistics.median(rates[1:] or rates)
 
 

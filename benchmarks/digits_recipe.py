@@ -3,7 +3,8 @@
     python benchmarks/digits_recipe.py [--seeds 0 1 2]
 
 For every seed: `python train.py fit --config configs/lenet_digits.yaml` (wall time,
-interpreter start-up and imports included), then `train.py test` on the best checkpoint.
+interpreter start-up and imports included), then `train.py test` on the best checkpoint, the
+one `fit` prints; then the mean and minimum test accuracy over the seeds.
 Runs in a temporary directory, so it leaves no run folders behind.
 """
 
@@ -33,6 +34,7 @@ def main() -> None:
     options = parser.parse_args()
     seeds, extra = options.seeds, options.extra
     print(f"{'seed':>4}  {'fit wall s':>10}  {'test acc':>8}")
+    accuracies = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as cwd:
             fit_s = run(["fit", "--config", str(CONFIG), f"--seed_everything={seed}", *QUIET, *extra], cwd)
@@ -40,7 +42,10 @@ def main() -> None:
             run(["test", "--config", str(CONFIG), f"--ckpt_path={best}", *QUIET], cwd)
             with open(Path(cwd, "runs", "lenet_digits", "version_1", "metrics.csv")) as f:
                 accuracy = float(next(r for r in csv.DictReader(f) if r.get("test/acc"))["test/acc"])
+        accuracies.append(accuracy)
         print(f"{seed:>4}  {fit_s:>10.1f}  {accuracy:>8.4f}", flush=True)
+    print(f"test accuracy of the printed best checkpoint over {len(seeds)} seeds: mean {sum(accuracies) / len(seeds):.4f}, "
+          f"min {min(accuracies):.4f}, below 0.99 on {sum(a < 0.99 for a in accuracies)}")
 
 
 if __name__ == "__main__":

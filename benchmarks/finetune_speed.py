@@ -8,7 +8,7 @@
    on stored features.
 Each is `train.py fit --config configs/resnet_finetune.yaml` on a generated 2-class PNG folder,
 with ResNet-18 weights planted in a temporary $TORCH_HOME (random values: timing does not depend
-on them). The figure is the median `perf/epoch_s` (training part of an epoch, data loading
+on them). The figure is the median `bench/epoch_s` (training part of an epoch, data loading
 included) of the second and later epochs. Loader workers: 0, so the cores do the model's work.
 """
 
@@ -52,9 +52,9 @@ def epoch_seconds(case: str, data: Path, size: int, epochs: int, cwd: Path, env:
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu",
         *CASES[case],
     ]
-    subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(REPO / "train.py"), *args, "--trainer.callbacks+=epoch_timer.EpochTimer"], cwd=cwd, env=env, check=True, capture_output=True)
     with open(cwd / "runs" / "resnet_finetune" / "version_0" / "metrics.csv") as f:
-        seconds = [float(r["perf/epoch_s"]) for r in csv.DictReader(f) if r.get("perf/epoch_s")]
+        seconds = [float(r["bench/epoch_s"]) for r in csv.DictReader(f) if r.get("bench/epoch_s")]
     return statistics.median(seconds[1:])
 
 
@@ -69,7 +69,7 @@ def main() -> None:
         make_images(root / "images", args.images, args.size)
         (root / "torch" / "hub" / "checkpoints").mkdir(parents=True)
         torch.save(torchvision.models.resnet18().state_dict(), root / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
-        env = {**os.environ, "TORCH_HOME": str(root / "torch")}
+        env = {**os.environ, "TORCH_HOME": str(root / "torch"), "PYTHONPATH": str(REPO / "benchmarks")}
         times = {}
         for case in CASES:
             (root / case).mkdir()

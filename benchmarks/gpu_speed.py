@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from finetune_speed import make_images  # noqa: E402
 
-from project.callbacks import TrainingThroughput  # noqa: E402
+from epoch_timer import EpochTimer  # noqa: E402
 from project.cli import ProjectCLI  # noqa: E402
 
 DIGITS_60K = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--config", str(REPO / "configs" / "data" / "digits_60k.yaml")]
@@ -68,14 +68,14 @@ class TimeToAccuracy(Callback):
 
 def fit(args: list[str], callbacks: list[Callback] = ()) -> ProjectCLI:
     with contextlib.redirect_stdout(io.StringIO()):
-        cli = ProjectCLI(args=args, run=False)
+        cli = ProjectCLI(args=[*args, "--trainer.callbacks+=epoch_timer.EpochTimer"], run=False)
         cli.trainer.callbacks.extend(callbacks)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return cli
 
 
 def samples_per_second(cli: ProjectCLI, batch_size: int) -> float:
-    timer = next(c for c in cli.trainer.callbacks if isinstance(c, TrainingThroughput))
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochTimer))
     batches = cli.trainer.num_training_batches
     return batches * batch_size / statistics.median(timer.epoch_seconds[1:] or timer.epoch_seconds)
 

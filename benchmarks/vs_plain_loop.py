@@ -20,11 +20,12 @@ backbone, live features) on a generated 2-class folder of 64x64 PNGs.
 """
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -38,8 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from finetune_speed import make_images  # noqa: E402
 
-from project.callbacks import TrainingThroughput  # noqa: E402
+from epoch_timer import EpochTimer  # noqa: E402
 from project.cli import ProjectCLI  # noqa: E402
+from project.internals import PlainHookNameWrites  # noqa: E402
 from project.nets import LeNet, TwoLayerNet  # noqa: E402
 
 SEED = 0
@@ -101,7 +103,7 @@ def bare_lightning(
 ) -> tuple[list[float], float]:
     """The same batches as ``plain_loop``, through a Trainer with every extra switched off."""
     sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=SEED)
-    timer = TrainingThroughput()
+    timer = EpochTimer()
     trainer = Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(BareModule(net, loss_fn, optimizer), DataLoader(train_set, batch_size=batch_size, sampler=sampler),
@@ -110,8 +112,8 @@ def bare_lightning(
 
 
 def template(args: list[str]) -> tuple[list[float], float]:
-    cli = ProjectCLI(args=["fit", *args])
-    timer = next(c for c in cli.trainer.callbacks if isinstance(c, TrainingThroughput))
+    cli = ProjectCLI(args=["fit", *args, "--trainer.callbacks+=epoch_timer.EpochTimer"])
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochTimer))
     return timer.epoch_wall_seconds, float(cli.trainer.callback_metrics["train/loss"])
 
 
@@ -156,7 +158,7 @@ def two_layer(tmp: Path, epochs: int) -> dict[str, Callable]:
                                 val_fraction=0.1, test_fraction=0.1)
         data.setup("fit")
         seed_everything(SEED)
-        net = TwoLayerNet(1000, 100, 10)
+        net = TwoLayerNet(d_out=10, d_in=1000, hidden=100)
         optimizer = torch.optim.Adam(net.parameters(), lr=0.001)
         return dict(net=net, train_set=TensorDataset(*data.train_set.tensors), val_set=TensorDataset(*data.val_set.tensors),
                     loss_fn=nn.MSELoss(), optimizer=optimizer, batch_size=64, epochs=epochs, checkpoint=tmp / "plain.pt")
@@ -213,6 +215,18 @@ def resnet18_head(tmp: Path, epochs: int) -> dict[str, Callable]:
 CASES = {"lenet_digits": lenet_digits, "two_layer": two_layer, "resnet18_head": resnet18_head}
 
 
+@contextlib.contextmanager
+def hook_name_writes_through_nn_module() -> Iterator[None]:
+    """The template without ``project.internals.PlainHookNameWrites``: Lightning's hook-name writes go
+    through ``nn.Module.__setattr__`` again. The gain column shows what that shortcut pays."""
+    shortcut = PlainHookNameWrites.__setattr__
+    del PlainHookNameWrites.__setattr__
+    try:
+        yield
+    finally:
+        PlainHookNameWrites.__setattr__ = shortcut
+
+
 def median_after_first(seconds: list[float]) -> float:
     return statistics.median(seconds[1:] or seconds)
 
@@ -230,19 +244,23 @@ def main() -> None:
             bare_s, _ = bare_lightning(**case["plain"]())  # fresh ingredients: same seed, same initial weights
             template_s, template_loss = case["template"]()
             per_sample_s = median_after_first(case["template"](["--data.fast_batches=false"])[0]) if case["tensor"] else None
+            with hook_name_writes_through_nn_module():
+                no_shortcut_s = median_after_first(case["template"]()[0])
         rows.append((name, median_after_first(plain_s), median_after_first(bare_s), median_after_first(template_s),
-                     plain_loss, template_loss, per_sample_s))
+                     plain_loss, template_loss, per_sample_s, no_shortcut_s))
 
     print(f"\n{'case':<14} {'plain s/ep':>10} {'bare PL':>8} {'template':>9} {'ratio':>6} {'bare/plain':>10}  "
-          f"{'loss plain':>11} {'template':>11} {'agree':>5}  {'per-sample loader':>17} {'fast-path gain':>14}")
-    for name, plain, bare, ours, plain_loss, our_loss, per_sample in rows:
+          f"{'loss plain':>11} {'template':>11} {'agree':>5}  {'per-sample loader':>17} {'fast-path gain':>14}"
+          f"  {'hook-name shortcut gain':>23}")
+    for name, plain, bare, ours, plain_loss, our_loss, per_sample, no_shortcut in rows:
         agree = abs(plain_loss - our_loss) <= 1e-4 * max(1.0, abs(plain_loss))
         extra = f"{per_sample:>15.3f} s {per_sample / ours:>13.2f}x" if per_sample else f"{'-':>17} {'-':>14}"
         print(f"{name:<14} {plain:>10.3f} {bare:>8.3f} {ours:>9.3f} {ours / plain:>6.3f} {bare / plain:>10.3f}  "
-              f"{plain_loss:>11.6f} {our_loss:>11.6f} {'yes' if agree else 'NO':>5}  {extra}")
+              f"{plain_loss:>11.6f} {our_loss:>11.6f} {'yes' if agree else 'NO':>5}  {extra}  {no_shortcut / ours:>22.2f}x")
     print(f"(CPU, {torch.get_num_threads()} threads; ratio = template / plain loop, goal <= 1.03; bare PL = the plain "
           "loop's module in a Trainer with every extra off, the floor Lightning's loop sets; fast-path gain = template "
-          "epoch with per-sample DataLoader / with fast tensor batches, goal >= 1.3)")
+          "epoch with per-sample DataLoader / with fast tensor batches, goal >= 1.3; hook-name shortcut gain = template "
+          "epoch without / with project.internals.PlainHookNameWrites)")
 
 
 if __name__ == "__main__":

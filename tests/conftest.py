@@ -1,6 +1,7 @@
 """Shared fixtures: small image folders, MNIST-format files and tensor files, all generated on the fly."""
 
 import csv
+import os
 import gzip
 import struct
 import subprocess
@@ -10,9 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+KILLABLE = ["--trainer.callbacks+=faults.InjectedFault"]  # tests/faults.py: dies where PROJECT_FAULT says
+
+
+def kill_at(spec: str, **extra: str) -> dict[str, str]:
+    """The environment of a run with ``KILLABLE`` among its arguments that SIGKILLs itself at ``spec``."""
+    return {**os.environ, "PROJECT_FAULT": spec, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+class FixedWidthNet(nn.Module):
+    """A net that ignores the output count it is given: always ``width`` outputs."""
+
+    def __init__(self, num_outputs: int, width: int = 5) -> None:
+        super().__init__()
+        self.layer = nn.LazyLinear(width)
+
+    def forward(self, x):
+        return self.layer(x.flatten(1))
 
 
 def train_py(*args: str, cwd: Path, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None

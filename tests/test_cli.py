@@ -139,8 +139,8 @@ BAD_INPUTS = {
     "empty data folder": (lambda t: [f"--data.data_dir={empty_folder(t)}"], "Couldn't find any class folder in empty"),
     "unreadable image": (lambda t: [f"--data.data_dir={corrupt_image(t)}"], "unreadable image file(s): images/dog/broken.png"),
     "class count mismatch": (
-        lambda t: ["--model.num_classes=3", "--model.net.num_classes=3"], "the data has 2 classes (cat, dog) but model.num_classes is 3"),
-    "net width mismatch": (lambda t: ["--model.net.num_classes=5"], "the net outputs shape (5,) per sample but model.num_classes is 2"),
+        lambda t: ["--model.num_classes=3"], "the data has 2 classes (cat, dog) but model.num_classes is 3"),
+    "net width mismatch": (lambda t: ["--model.net=conftest.FixedWidthNet"], "the net outputs shape (5,) per sample but model.num_classes is 2"),
     "unknown loss": (lambda t: ["--model.loss=hinge"], "unknown loss 'hinge'"),
     "unknown schedule": (lambda t: ["--model.lr_schedule.name=exponential"], "unknown lr schedule 'exponential'"),
     "uneven tensor file": (
@@ -168,7 +168,7 @@ def foreign_checkpoint(tmp_path: Path) -> str:
     """A Lightning checkpoint of the two-layer net, given to a LeNet recipe."""
     from project.nets import TwoLayerNet
 
-    state = {f"net.{k}": v for k, v in TwoLayerNet(64, 8, 2).state_dict().items()}
+    state = {f"net.{k}": v for k, v in TwoLayerNet(2, 64, 8).state_dict().items()}
     path = tmp_path / "two_layer.ckpt"
     torch.save({"state_dict": state, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6",
                 "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": []}, path)
@@ -215,11 +215,55 @@ def test_a_bad_input_through_the_real_command_prints_no_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_last_checkpoint_is_the_latest_epoch_even_when_the_metric_stops_improving(tmp_path):
-    # lr 0: val/acc never improves after epoch 0, so only epoch 0 is "best".
+    # A monitored value that only gets worse after epoch 0, so only epoch 0 is "best".
     fit = train_py("fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=3",
-                   "--model.optimizer.init_args.lr=0.0", *QUIET, cwd=tmp_path)
+                   "--checkpoint.monitor=epoch", "--checkpoint.mode=min", *QUIET, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr
     checkpoints = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints"
     assert [p.name[:13] for p in checkpoints.glob("best-*.ckpt")] == ["best-epoch=00"]
     last = torch.load(checkpoints / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 120)
+
+
+def test_the_class_count_comes_from_the_data_and_any_loss_module_can_be_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    classes = tuple(f"kind{i}" for i in range(7))
+    make_image_tree(tmp_path / "seven", classes=classes, per_class=6)
+    main(["fit", "--config", IMAGE_CONFIG, "--data.data_dir=seven", "--data.loader.num_workers=0", "--trainer.max_epochs=1",
+          "--model.loss=torch.nn.CrossEntropyLoss", "--model.loss.init_args.label_smoothing=0.1", *QUIET])
+    checkpoint = torch.load(next(Path("runs/lenet_imagefolder/version_0/checkpoints").glob("best-*.ckpt")), weights_only=False)
+    assert checkpoint["class_names"] == list(classes)
+    assert checkpoint["state_dict"]["net.fc3.weight"].shape == (7, 84)  # the net was built for 7 classes
+    assert checkpoint["hyper_parameters"]["num_classes"] == 7
+    assert checkpoint["hyper_parameters"]["loss"]["class_path"] == "torch.nn.CrossEntropyLoss"
+
+
+def test_a_regression_net_gets_as_many_outputs_as_the_targets_have_columns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"x": torch.randn(64, 1000), "y": torch.randn(64, 3)}, tmp_path / "three.pt")
+    main(["fit", "--config", str(REPO / "configs" / "two_layer_regression.yaml"), "--data.path=three.pt",
+          "--trainer.max_epochs=1", *QUIET])
+    last = torch.load("runs/two_layer_regression/version_0/checkpoints/last.ckpt", weights_only=False)
+    assert last["state_dict"]["net.linear2.weight"].shape == (3, 100)
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.stem != "base"], ids=lambda p: p.stem)
+def test_recipes_state_no_trainer_defaults_and_no_class_counts(config):
+    """The base config holds the trainer, callback and logger defaults; recipes hold the rest."""
+    import yaml
+
+    recipe = yaml.safe_load(config.read_text())
+    assert set(recipe.get("trainer", {})) <= {"max_epochs", "logger"}, config.name
+    assert set(recipe["trainer"]["logger"]) == {"init_args"} and set(recipe["trainer"]["logger"]["init_args"]) == {"name"}
+    assert "num_classes" not in config.read_text()
+
+
+def test_any_callback_option_can_be_changed_from_the_command_line(capsys):
+    import yaml
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", IMAGE_CONFIG, "--early_stopping.patience=5", "--checkpoint.monitor=val/loss",
+              "--checkpoint.mode=min", "--trainer.callbacks.action=skip", "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["early_stopping"]["patience"] == 5 and resolved["checkpoint"]["monitor"] == "val/loss"
+    assert resolved["trainer"]["callbacks"][-1]["init_args"]["action"] == "skip"

@@ -285,7 +285,7 @@ def test_fast_tensor_batches_equal_the_dataloader_batches_on_every_rank_and_epoc
         fast.trainer = slow.trainer = Ranks()  # type: ignore[assignment]
         for make in ("train_dataloader", "val_dataloader"):
             fast_loader, slow_loader = getattr(fast, make)(), getattr(slow, make)()
-            assert type(fast_loader).__name__ == "TensorBatches" and len(fast_loader) == len(slow_loader)
+            assert type(fast_loader.dataset).__name__ == "StackedTensors" and len(fast_loader) == len(slow_loader)
             for epoch in (0, 1):
                 fast_batches, slow_batches = _batches_of(fast_loader, epoch), _batches_of(slow_loader, epoch)
                 assert len(fast_batches) == len(slow_batches)

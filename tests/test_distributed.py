@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from conftest import QUIET, REPO, read_csv, train_py
+from conftest import KILLABLE, QUIET, REPO, kill_at, read_csv, train_py
 from project.datamodules import LoaderOptions, TensorDataModule
 from project.distributed import (
     CPUSyncBatchNorm,
@@ -120,12 +120,12 @@ def test_torchrun_fit_then_test_and_predict_equal_one_process(one_process, tmp_p
 
 @pytest.mark.slow
 def test_torchrun_restarts_a_group_that_lost_a_rank_and_it_resumes_to_the_weights_of_one_process(one_process, tmp_path):
-    every_5_steps = ["--trainer.callbacks+=project.callbacks.ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=5",
+    every_5_steps = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=5",
                      "--trainer.callbacks.save_top_k=1", "--trainer.callbacks.filename=step-{step}"]
     torchrun = (*TORCHRUN, "--standalone", "--nproc_per_node=2", "--max-restarts=1")
     # Rank 1 is SIGKILLed before step 26 (mid-epoch 1; 17 steps an epoch), after the step-25 checkpoint.
-    env = {**os.environ, "PROJECT_FAULT": "after_step:25:1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-    result = train_py("fit", *RECIPE, "--resume=auto", *every_5_steps, cwd=tmp_path, launcher=torchrun, env=env)
+    env = kill_at("after_step:25:1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    result = train_py("fit", *RECIPE, "--resume=auto", *every_5_steps, *KILLABLE, cwd=tmp_path, launcher=torchrun, env=env)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "exitcode: -9" in output  # the kill happened and torchrun saw it

@@ -2,6 +2,8 @@
 unfreezing trains the backbone at its own rate (one process and DDP), cached features equal live."""
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -42,8 +44,9 @@ def images(tmp_path_factory) -> Path:
     return make_image_tree(tmp_path_factory.mktemp("data") / "images", per_class=24)
 
 
-def resnet(**kwargs) -> TorchvisionClassifier:
-    return TorchvisionClassifier("resnet18", num_classes=2, weights="IMAGENET1K_V1", **kwargs)
+def resnet(**kwargs) -> Callable[[int], TorchvisionClassifier]:
+    """The net as the CLI gives it to a module: everything but the class count."""
+    return partial(TorchvisionClassifier, name="resnet18", weights="IMAGENET1K_V1", **kwargs)
 
 
 def image_data(root: Path, **transforms) -> ImageFolderDataModule:
@@ -64,7 +67,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_planted_torchvision_weights_load_without_network_and_equal_the_file(torch_home):
-    net = resnet()
+    net = resnet()(2)
     for name, tensor in net.backbone.state_dict().items():
         assert torch.equal(tensor, torch_home[name]), name
     assert "fc.weight" not in net.backbone.state_dict() and net.head[-1].out_features == 2
@@ -74,7 +77,7 @@ def test_weights_that_are_not_there_name_the_file_and_the_folder(tmp_path, monke
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _offline)
     with pytest.raises(UserError, match=f"put it at {tmp_path / 'empty' / 'hub' / 'checkpoints' / RESNET18_FILE}"):
-        resnet()
+        resnet()(2)
 
 
 def _offline(*args, **kwargs):
@@ -83,15 +86,15 @@ def _offline(*args, **kwargs):
 
 def test_a_local_state_dict_loads_with_weights_only_and_a_mismatch_is_named(torch_home, tmp_path):
     torch.save(torch_home, tmp_path / "mine.pt")
-    net = TorchvisionClassifier("resnet18", num_classes=3, weights=None, weights_path=str(tmp_path / "mine.pt"))
+    net = TorchvisionClassifier(3, "resnet18", weights=None, weights_path=str(tmp_path / "mine.pt"))
     assert torch.equal(net.backbone.conv1.weight, torch_home["conv1.weight"])
 
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pt")
     with pytest.raises(UserError, match=r"does not fit the ResNet backbone: .*unexpected \(e\.g\. \['layer1\.2"):
-        TorchvisionClassifier("resnet18", weights=None, weights_path=str(tmp_path / "resnet34.pt"))
+        TorchvisionClassifier(10, "resnet18", weights=None, weights_path=str(tmp_path / "resnet34.pt"))
     torch.save({"conv1.weight": object()}, tmp_path / "pickled.pt")  # not plain tensors: weights_only refuses
     with pytest.raises(UserError, match="cannot read weights file .*pickled.pt as a state dict of tensors"):
-        TorchvisionClassifier("resnet18", weights=None, weights_path=str(tmp_path / "pickled.pt"))
+        TorchvisionClassifier(10, "resnet18", weights=None, weights_path=str(tmp_path / "pickled.pt"))
 
 
 def test_frozen_backbone_stays_bitwise_equal_buffers_included_and_the_head_learns(torch_home, images):
@@ -179,7 +182,7 @@ def test_unfreezing_under_two_ddp_processes_trains_the_weights_of_one_process(pl
 
 @pytest.mark.slow
 def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_trains_the_weights_of_one_process(planted, images, tmp_path):
-    """`--trainer.sync_batchnorm=true` through the CLI: BatchNorm layers that train see the global batch,
+    """`--trainer.plugins=project.distributed.SyncBatchNormPlugin` through the CLI: BatchNorm layers that train see the global batch,
     so two steps on 2 ranks x 4 images give one process's weights and statistics on 8.
 
     In float64 they agree to rounding. In float32 they differ by up to ~3e-4 after two steps: the
@@ -196,7 +199,7 @@ def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_trains_the_weights_of_o
         "--trainer.limit_train_batches=2", "--trainer.accelerator=cpu", *QUIET,
     ]
     results = {}
-    for name, extra in (("one", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.sync_batchnorm=true"])):
+    for name, extra in (("one", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.plugins=project.distributed.SyncBatchNormPlugin"])):
         result = train_py("fit", *common, *extra, cwd=tmp_path / name, env=env)
         assert result.returncode == 0, result.stderr
         checkpoint = tmp_path / name / "runs" / "resnet_finetune_unfreeze" / "version_0" / "checkpoints" / "last.ckpt"

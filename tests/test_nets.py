@@ -41,7 +41,7 @@ def test_two_layer_net_shapes_and_parameter_count():
     net = TwoLayerNet(d_in=1000, hidden=100, d_out=10)
     assert net(torch.randn(64, 1000)).shape == (64, 10)
     assert count(net) == 1000 * 100 + 100 + 100 * 10 + 10
-    assert TwoLayerNet(64, 32, 10)(torch.randn(3, 1, 8, 8)).shape == (3, 10)  # images are flattened
+    assert TwoLayerNet(10, 64, 32)(torch.randn(3, 1, 8, 8)).shape == (3, 10)  # images are flattened
 
 
 def test_default_init_keeps_pytorch_initialisation():
@@ -65,4 +65,4 @@ def test_init_schemes_zero_biases_and_set_the_documented_weight_scale(scheme):
 
 def test_unknown_init_scheme_is_refused():
     with pytest.raises(ValueError, match="unknown weight init"):
-        initialize_weights(TwoLayerNet(4, 4, 2), "orthogonal")  # type: ignore[arg-type]
+        initialize_weights(TwoLayerNet(2, 4, 4), "orthogonal")  # type: ignore[arg-type]

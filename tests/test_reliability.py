@@ -11,14 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUIET, REPO, read_csv, train_py
+from conftest import KILLABLE, QUIET, REPO, kill_at, read_csv, train_py
 
 DIGITS = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
 TWO_LAYER = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
-
-
-def fault(spec: str) -> dict[str, str]:
-    return {**os.environ, "PROJECT_FAULT": spec}
 
 
 def last_checkpoint(run: Path) -> dict:
@@ -37,7 +33,7 @@ def test_sigkill_after_an_epoch_then_resume_auto_ends_with_the_weights_of_an_uni
     whole = train_py("fit", *recipe, cwd=tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
 
-    killed = train_py("fit", *recipe, cwd=tmp_path / "crash", env=fault("after_epoch:1"))
+    killed = train_py("fit", *recipe, *KILLABLE, cwd=tmp_path / "crash", env=kill_at("after_epoch:1"))
     assert killed.returncode == -signal.SIGKILL
     resumed = train_py("fit", *recipe, "--resume=auto", cwd=tmp_path / "crash")
     assert resumed.returncode == 0, resumed.stderr
@@ -53,13 +49,13 @@ def test_sigkill_after_an_epoch_then_resume_auto_ends_with_the_weights_of_an_uni
 @pytest.mark.slow
 @pytest.mark.parametrize("loader", ["tensor batches", "DataLoader"])
 def test_a_mid_epoch_crash_resumes_at_the_step_and_ends_with_the_weights_of_an_uninterrupted_run(loader, tmp_path):
-    every_5_steps = ["--trainer.callbacks+=project.callbacks.ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=5",
+    every_5_steps = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=5",
                      "--trainer.callbacks.save_top_k=1", "--trainer.callbacks.filename=step-{step}"]
     recipe = [*TWO_LAYER, "--trainer.max_epochs=3", f"--data.fast_batches={loader == 'tensor batches'}", *every_5_steps]
     whole = train_py("fit", *recipe, cwd=tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
 
-    killed = train_py("fit", *recipe, cwd=tmp_path, env=fault("after_step:52"))  # mid-epoch 1 (40 steps an epoch)
+    killed = train_py("fit", *recipe, *KILLABLE, cwd=tmp_path, env=kill_at("after_step:52"))  # mid-epoch 1 (40 steps an epoch)
     assert killed.returncode == -signal.SIGKILL
     [newest] = (tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints").glob("step-*.ckpt")
     assert torch.load(newest, weights_only=False)["global_step"] == 50  # at most 5 steps lost

@@ -116,7 +116,8 @@ def test_csv_run_without_a_terminal_has_plain_epoch_lines_documented_columns_and
     columns = set(read_csv(run / "metrics.csv")[0])
     assert columns == {
         "epoch", "step", "lr-SGD", "train/loss_step", "train/loss", "train/acc", "val/loss", "val/acc", "val/f1",
-        "val/top3_acc", "perf/epoch_s", "perf/samples_per_s",
+        "val/top3_acc", "train/time", "train/batches", "train/samples", "train/device/batches_per_sec",
+        "train/device/samples_per_sec",  # the last five from Lightning's ThroughputMonitor
     }
     assert_png(run / "training_curves.png")
 

@@ -1,97 +1,77 @@
-"""The command line: LightningCLI with the project's modules, and one-line errors for bad input."""
+"""The command line: LightningCLI with the project's base config, and one-line errors for bad input."""
 
-import contextlib
 import os
 import sys
 import warnings
-import zipfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import torch.distributed as dist
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.plugins import LayerSync
-from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
-from project.callbacks import EpochLines, InjectedFault, RandomState
-from project.distributed import SyncBatchNormPlugin, match_torchrun, warn_if_restarts_share_the_store
-from project.errors import UserError
-from project.resuming import continue_wandb_run, newest_checkpoint
+from project.callbacks import LatestBestCheckpoint
+from project.distributed import match_torchrun, warn_if_restarts_share_the_store
+from project.errors import find_user_error
+from project.loggers import run_folder
+from project.resume import prepare_checkpoint
 
-DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
-
-
-NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:")
-
-
-def concise_parse_error(message: str) -> str:
-    """The cause of a config error in a few lines: our own message if we raised one, else
-    jsonargparse's message without the union bookkeeping and the dumps of every value it tried."""
-    for ours in reversed(UserError.raised):
-        if ours in message:
-            return ours
-    kept = []
-    for line in message.strip().splitlines():
-        text = line.strip()
-        if not text or text.startswith(NOISE) or "<class 'NoneType'>" in text:
-            continue
-        if text.startswith("Given value:") and len(text) > 120:
-            continue
-        kept.append(text)
-    return "\n  ".join(kept[:6])
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class ProjectArgumentParser(LightningArgumentParser):
-    """Prints config errors as one ``error:`` line instead of the usage text and a value dump."""
+    """Prints a config error as one ``error:`` line: our own message when one of our classes refused a
+    value, else jsonargparse's, without the usage text."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
-        print(f"error: {concise_parse_error(message)}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
+        ours = find_user_error(ex)
+        print(f"error: {ours or message.strip()}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
         sys.exit(2)
 
 
 class SaveConfigToRun(SaveConfigCallback):
-    """Saves the resolved config as ``config.yaml`` in the run folder (Lightning's part) and, when
-    W&B is the logger, as the W&B run config. Lightning calls ``save_config`` on rank 0 only.
+    """Saves the resolved config as ``config.yaml`` in the run folder and, under W&B, as the W&B run
+    config. Lightning calls ``save_config`` on rank 0 only.
 
-    A run continued in its own folder (W&B resuming its run) keeps the first ``config.yaml`` and
-    adds ``config_resumed_N.yaml``.
+    A run continued in the folder of an earlier one (W&B resuming its run) keeps the first
+    ``config.yaml`` and adds ``config_resumed_N.yaml``.
     """
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.config.get("ckpt_path") and not self.already_saved:
-            log_dir = Path(trainer.log_dir or ".")  # a collective call under DDP: every rank makes it
-            if (log_dir / self.config_filename).exists():
-                n = 1
-                while (log_dir / f"config_resumed_{n}.yaml").exists():
-                    n += 1
-                self.config_filename = f"config_resumed_{n}.yaml"
-        super().setup(trainer, pl_module, stage)
-
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        path, n = folder / self.config_filename, 0
+        while path.exists():
+            n += 1
+            path = folder / f"config_resumed_{n}.yaml"
+        self.parser.save(self.config, str(path), skip_none=False, multifile=self.multifile)
         if isinstance(trainer.logger, WandbLogger):
             trainer.logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
 
 
 class ProjectCLI(LightningCLI):
-    """``fit``, ``validate``, ``test`` and ``predict`` for any model and data module named in the config.
+    """``fit``, ``validate``, ``test`` and ``predict`` for any model and data module named in a config.
 
-    Configs name the classes with ``class_path`` (subclass mode), so one entry point serves
-    every recipe in ``configs/``.
+    Every subcommand reads ``configs/base.yaml`` first (trainer, callbacks and logger defaults), then
+    each ``--config`` on top of it, then the command line. Configs name classes with ``class_path``
+    (subclass mode), so one entry point serves every recipe in ``configs/``.
     """
 
     def __init__(self, **kwargs) -> None:
-        kwargs.setdefault("save_config_kwargs", {"overwrite": False})
-        kwargs.setdefault("save_config_callback", SaveConfigToRun)
+        base = {"default_config_files": [str(BASE_CONFIG)]}
+        with_subcommands = kwargs.get("run", True)
+        kwargs.setdefault("parser_kwargs", {name: base for name in SUBCOMMANDS} if with_subcommands else base)
         kwargs.setdefault("parser_class", ProjectArgumentParser)
-        kwargs.setdefault("trainer_defaults", {"logger": DEFAULT_LOGGER})
+        kwargs.setdefault("save_config_callback", SaveConfigToRun)
+        kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False})  # SaveConfigToRun writes it
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -102,65 +82,37 @@ class ProjectCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Callbacks whose options recipes and users change get keys of their own (--early_stopping.patience 5);
+        # the others are listed in trainer.callbacks. Their defaults are in configs/base.yaml.
+        parser.add_lightning_class_args(LatestBestCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.add_argument(
             "--resume", choices=["auto", "never"], default="never",
             help="(fit only) auto: continue from the newest readable checkpoint under the logger's folder, "
             "for restarted jobs; ignored when --ckpt_path is given",
         )
+        # Without a terminal a live progress bar prints nothing until the end; EpochLines then
+        # prints one line per epoch instead.
+        parser.set_defaults({"trainer.enable_progress_bar": sys.stdout.isatty()})
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # before LightningCLI and the Trainer read the checkpoint
+            prepare_checkpoint(self.config[subcommand], subcommand)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         match_torchrun(config["trainer"])
         if self.subcommand == "fit":
             warn_if_restarts_share_the_store()
-            if config.get("resume") == "auto" and not config.get("ckpt_path"):
-                config["ckpt_path"] = newest_checkpoint(config["trainer"])
-            continue_wandb_run(config)
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        # trainer.sync_batchnorm: Lightning's own plugin converts to torch's SyncBatchNorm, which
-        # refuses CPU tensors; ours also syncs on CPU (gloo).
-        plugins = config.get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
-        if config.get("sync_batchnorm") and not any(isinstance(p, LayerSync) for p in plugins):
-            config["plugins"] = [*plugins, SyncBatchNormPlugin()]
-        callbacks = [*callbacks, RandomState()]
-        fault = InjectedFault.from_environment()
-        if fault is not None:
-            callbacks.append(fault)
-        # Without a terminal a live progress bar turns into thousands of redrawn lines in the log.
-        has_bar = any(isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])])
-        if config.get("enable_progress_bar", True) and not has_bar and not sys.stdout.isatty():
-            config["enable_progress_bar"] = False
-            callbacks = [*callbacks, EpochLines()]
-        trainer = super()._instantiate_trainer(config, callbacks)
-        if type(trainer.profiler) is PassThroughProfiler:  # no profiler asked for
-            trainer.profiler = NoProfiler()
-        return trainer
-
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint here, before anything else: check it first.
-        if self.config.get("subcommand"):
-            check_checkpoint_path(self.config[self.config.subcommand].get("ckpt_path"))
-        super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
         print_final_metrics(self.trainer)
-        checkpoint = self.trainer.checkpoint_callback
-        best = getattr(checkpoint, "best_model_path", "")
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         if best:
             rank_zero_info(f"Best checkpoint: {best}\nTest it with: python train.py test --config <config> --ckpt_path {best}")
-
-
-class NoProfiler(PassThroughProfiler):
-    """Lightning's stand-in when no profiler is set, minus its cost: Lightning wraps each of the
-    dozens of hook calls in a training step in ``profiler.profile(...)``, which for the stand-in still builds
-    a generator-based context manager. A shared ``nullcontext`` does the same nothing for less."""
-
-    _nothing = contextlib.nullcontext()
-
-    def profile(self, action_name: str) -> contextlib.nullcontext:  # type: ignore[override]
-        return self._nothing
 
 
 @rank_zero_only
@@ -177,39 +129,6 @@ def print_final_metrics(trainer: Trainer) -> None:
     Console().print(table)
 
 
-def check_checkpoint_path(ckpt_path: str | None) -> None:
-    """Refuse a checkpoint path that does not exist or is not a torch checkpoint, before any work.
-
-    ``best``, ``last``, ``hpc`` and ``registry`` are Lightning's own names and are left to Lightning.
-    """
-    if ckpt_path is None or ckpt_path in ("best", "last", "hpc", "registry"):
-        return
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{path} is not a readable checkpoint (truncated, or not saved by torch.save)")
-
-
-def user_error_message(error: BaseException) -> str | None:
-    """The message of the ``UserError`` behind ``error``, if any.
-
-    Looks through the exception chain (jsonargparse wraps errors raised while it builds the
-    classes) and unwraps a DataLoader worker's re-raise, which prepends the worker traceback.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, UserError):
-            text = str(current)
-            if "Original Traceback" in text:
-                text = text.strip().splitlines()[-1].split("UserError: ", 1)[-1]
-            return text
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
     # Lightning 2.6 calls a torch API that torch 2.14 deprecates, once per run: nothing a user can act on.
@@ -217,11 +136,11 @@ def main(args: list[str] | None = None) -> None:
     try:
         ProjectCLI(args=args)
     except Exception as error:
-        message = user_error_message(error)
-        if message is None:
+        ours = find_user_error(error)
+        if ours is None:
             raise
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:  # every rank fails alike: say it once
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {ours}", file=sys.stderr)
         sys.exit(2)
     finally:
         close_process_group()

@@ -15,53 +15,52 @@ from lightning.pytorch.plugins import TorchSyncBatchNorm
 from torch import nn
 
 from project.errors import UserError
+from project.internals import BatchNormBase
 
 
-class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+class CPUSyncBatchNorm(BatchNormBase):
     """BatchNorm synchronised across processes for CPU tensors (gloo), which torch's
     ``nn.SyncBatchNorm`` refuses (and DDP refuses to wrap it on CPU).
 
-    It gathers every rank's per-channel mean, variance and count (a gather that autograd
+    In training it gathers every rank's per-channel mean, variance and count (a gather that autograd
     differentiates through) and combines them, so the output and the running statistics are those
-    of one BatchNorm over the batches of all ranks together. Outside training or DDP it is a plain BatchNorm, with
-    the same state-dict keys, so its checkpoints load into ordinary BatchNorm layers.
+    of one BatchNorm over the batches of all ranks together; on one process it is a plain BatchNorm.
+    It has BatchNorm's state-dict keys, so its checkpoints load into ordinary BatchNorm layers.
     """
 
     def __init__(self, *args: Any, process_group: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.process_group = process_group
 
-    def _check_input_dim(self, input: torch.Tensor) -> None:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not self._syncing():
-            return super().forward(input)
-        self._check_input_dim(input)
-        group = self.process_group or dist.group.WORLD
         channels = input.shape[1]
-        reduce_dims = [0, *range(2, input.ndim)]
-        count = torch.full((1,), input.numel() / channels, dtype=input.dtype)
-        local_mean = input.mean(reduce_dims)
-        local_var = input.var(reduce_dims, unbiased=False)
-        # Every rank's (mean, variance, count), combined as in Chan et al.'s parallel variance: stable
-        # where a sum of squares would cancel. The gather is differentiable (its backward sums grads).
-        stats = torch.stack(dist_functional.all_gather(torch.cat([local_mean, local_var, count]), group=group))
-        means, variances, counts = stats[:, :channels], stats[:, channels : 2 * channels], stats[:, -1:]
-        n = counts.sum()
-        mean = (counts * means).sum(0) / n
-        var = (counts * (variances + (means - mean) ** 2)).sum(0) / n
-        if self.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach(), n.item())
         shape = [1, channels] + [1] * (input.ndim - 2)
+        if not self.training and self.track_running_stats:
+            mean, var = self.running_mean, self.running_var
+        else:
+            reduce_dims = [0, *range(2, input.ndim)]
+            count = torch.full((1,), input.numel() / channels, dtype=input.dtype)
+            stats = torch.cat([input.mean(reduce_dims), input.var(reduce_dims, unbiased=False), count]).unsqueeze(0)
+            if self.training and self._distributed():
+                # Every rank's (mean, variance, count), combined as in Chan et al.'s parallel variance:
+                # stable where a sum of squares would cancel. The gather's backward sums the gradients.
+                group = self.process_group or dist.group.WORLD
+                stats = torch.stack(dist_functional.all_gather(stats[0], group=group))
+            means, variances, counts = stats[:, :channels], stats[:, channels : 2 * channels], stats[:, -1:]
+            n = counts.sum()
+            mean = (counts * means).sum(0) / n
+            var = (counts * (variances + (means - mean) ** 2)).sum(0) / n
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean.detach(), var.detach(), n.item())
         output = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             output = output * self.weight.view(shape) + self.bias.view(shape)
         return output
 
-    def _syncing(self) -> bool:
-        if not (self.training and dist.is_available() and dist.is_initialized()):
+    def _distributed(self) -> bool:
+        if not (dist.is_available() and dist.is_initialized()):
             return False
         return dist.get_world_size(self.process_group or dist.group.WORLD) > 1
 
@@ -77,7 +76,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def convert(cls, module: nn.Module) -> nn.Module:
         """Replace every ``BatchNorm*d`` in ``module`` with this layer, keeping weights and statistics."""
         converted = module
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (nn.SyncBatchNorm, cls)):
+        if isinstance(module, BatchNormBase) and not isinstance(module, (nn.SyncBatchNorm, cls)):
             converted = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
             if module.affine:
                 with torch.no_grad():

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
 
 DEFAULT_HOST = "https://api.wandb.ai"
 
@@ -58,31 +59,18 @@ class WandbLogger(LightningWandbLogger):
     one line says how to upload it later (``wandb sync``). ``WANDB_MODE`` set by the user wins.
     Only rank 0 creates a run under DDP (Lightning's ``rank_zero_experiment``).
 
-    Every run gets its own folder, ``{save_dir}/{project}/{run id}/``, holding ``config.yaml``,
-    ``checkpoints/`` and the plots, as CSV runs have ``version_N/`` (Lightning's W&B logger would
-    put every run's config and plots in ``save_dir`` itself).
-
-    Args:
-        project / name / group / tags / notes: how the run appears in W&B.
-        save_dir: parent folder of ``wandb/`` (run files) and of the checkpoints.
-        log_model: upload checkpoints as W&B artifacts: ``False`` (default), ``True`` (at the end
-            of training) or ``"all"`` (every checkpoint as it is saved).
-        id / resume: continue an earlier W&B run; ``fit --ckpt_path`` does this by itself for a
-            checkpoint written under this logger.
+    The run's folder is Lightning's: ``{save_dir}/{project}/{run id}/`` holds the checkpoints,
+    ``config.yaml`` and the plots. ``fit --ckpt_path`` continues the W&B run that wrote the checkpoint.
+    Every argument is Lightning's; ``log_model`` is off by default here.
     """
 
     def __init__(
         self,
         project: str = "project",
         name: str | None = None,
-        group: str | None = None,
-        tags: list[str] | None = None,
-        notes: str | None = None,
         save_dir: str = "runs",
         log_model: bool | str = False,
         offline: bool = False,
-        id: str | None = None,
-        resume: str | None = None,
         **kwargs: Any,
     ) -> None:
         rank_zero = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"
@@ -97,32 +85,22 @@ class WandbLogger(LightningWandbLogger):
             )
         if rank_zero:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
-        super().__init__(
-            project=project, name=name, group=group, tags=tags, notes=notes, save_dir=save_dir,
-            log_model=log_model, offline=offline, id=id, resume=resume, **kwargs,
-        )
-        self._root_dir = save_dir
-        self._project_name = project
+        super().__init__(project=project, name=name, save_dir=save_dir, log_model=log_model, offline=offline, **kwargs)
 
-    @property
-    def run_id(self) -> str | None:
-        return self.experiment.id if rank_zero_only.rank == 0 else None
 
-    @property
-    def save_dir(self) -> str:
-        """This run's folder (rank 0 knows the run id; Lightning broadcasts the folder to the others)."""
-        if rank_zero_only.rank != 0:
-            return self._root_dir
-        return str(Path(self._root_dir) / self._project_name / self.experiment.id)
-
-    # Lightning puts checkpoints in save_dir/name/version/checkpoints: the run folder already is both.
-    @property
-    def name(self) -> str:
-        return ""
-
-    @property
-    def version(self) -> str:
-        return ""
+def run_folder(trainer: Trainer) -> Path:
+    """This run's folder, for its config, plots, predictions and reports: the logger's own
+    (``save_dir/name/version_N`` for CSV and TensorBoard, ``save_dir/project/run id`` for W&B, the
+    folder that also holds ``checkpoints/``), or ``default_root_dir`` without a logger.
+    Call it on rank 0 (other ranks do not know the version)."""
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    log_dir = getattr(logger, "log_dir", None)
+    if log_dir:
+        return Path(log_dir)
+    version = logger.version
+    return Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version if isinstance(version, str) else f"version_{version}")
 
 
 def log_picture(logger: Logger | None, key: str, path: Path) -> None:

@@ -1,10 +1,15 @@
-"""Callbacks the configs add to the Trainer beside Lightning's own."""
+"""Callbacks the base config adds to the Trainer beside Lightning's own."""
 
-from project.callbacks.checkpoint import ModelCheckpoint
+from project.callbacks.checkpoint import LatestBestCheckpoint
 from project.callbacks.console import EpochLines
 from project.callbacks.curves import TrainingCurves
+from project.callbacks.non_finite import NonFiniteLoss
 from project.callbacks.predictions import PredictionCSVWriter
-from project.callbacks.resume import InjectedFault, NonFiniteLoss, RandomState
-from project.callbacks.throughput import TrainingThroughput
 
-__all__ = ["EpochLines", "InjectedFault", "ModelCheckpoint", "NonFiniteLoss", "PredictionCSVWriter", "RandomState", "TrainingCurves", "TrainingThroughput"]
+
+def batch_size(batch: list) -> int:
+    """Samples in a batch of ``(inputs, targets)``, for Lightning's ``ThroughputMonitor``."""
+    return len(batch[0])
+
+
+__all__ = ["EpochLines", "LatestBestCheckpoint", "NonFiniteLoss", "PredictionCSVWriter", "TrainingCurves", "batch_size"]

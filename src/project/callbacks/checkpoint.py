@@ -1,26 +1,22 @@
-"""Checkpoints where ``last.ckpt`` is always the latest state."""
+"""The best checkpoint, chosen so that a saturated validation metric does not freeze it."""
 
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
-class ModelCheckpoint(LightningModelCheckpoint):
-    """Lightning's ``ModelCheckpoint``, except that ``save_last`` refreshes ``last.ckpt`` at every
-    save point (epoch end or validation). Lightning 2.6 refreshes it only when a best-k checkpoint
-    was written in the same step, so after an epoch that did not improve the monitored metric
-    ``last.ckpt`` was stale, and resuming from it silently repeated epochs.
+class LatestBestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, except that a score equal to the best so far counts as an
+    improvement: of several equally good epochs, the latest is kept.
+
+    A small validation set saturates (180 digits reach ``val/acc`` 1.0 halfway through training) and
+    Lightning would keep the first epoch that got there, while the learning rate was still high;
+    the later, annealed epochs with the same score test better.
     """
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def _refresh_last(self, trainer: Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer) and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+    def check_monitor_top_k(self, trainer: Trainer, current: torch.Tensor | None = None) -> bool:
+        if current is None or self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
+            return super().check_monitor_top_k(trainer, current)
+        monitor_op = {"min": torch.le, "max": torch.ge}[self.mode]
+        better_or_equal = bool(monitor_op(current, self.best_k_models[self.kth_best_model_path]))
+        return trainer.strategy.reduce_boolean_decision(better_or_equal)  # every rank takes the same decision

@@ -11,10 +11,10 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 class EpochLines(Callback):
-    """One plain line per epoch with its metrics and duration, in place of a progress bar.
+    """One plain line per epoch with its metrics and duration, when no progress bar is shown.
 
-    ``train.py`` uses it instead of the rich progress bar when stdout is not a terminal, where a
-    live bar turns into thousands of redrawn lines.
+    The CLI turns the progress bar off by default when stdout is not a terminal (CI logs, files,
+    pipes), where a live bar prints nothing until the run ends; these lines take its place.
     """
 
     def __init__(self) -> None:
@@ -28,6 +28,8 @@ class EpochLines(Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.progress_bar_callback is not None:
+            return
         metrics = {
             key: float(value) for key, value in trainer.callback_metrics.items()
             if value.numel() == 1 and not key.endswith("_step") and not key.startswith("perf/")

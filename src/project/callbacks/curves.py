@@ -1,11 +1,10 @@
 """Training curves as a picture in the run folder (and in W&B when it is the logger)."""
 
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from project.loggers import log_picture
+from project.loggers import log_picture, run_folder
 from project.plots import Series, plot_training_curves
 
 
@@ -15,7 +14,7 @@ def is_curve(key: str) -> bool:
 
 class TrainingCurves(Callback):
     """At the end of ``fit``, writes ``training_curves.png``: train and val loss and accuracy
-    against the optimizer step (the seeds' train/valid plot).
+    against the optimizer step.
 
     Per-step training loss is sampled every ``trainer.log_every_n_steps`` steps; epoch values are
     placed at the step where their epoch ended. Only rank 0 draws.
@@ -52,8 +51,7 @@ class TrainingCurves(Callback):
                                and not k.endswith("_step")])
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log_dir = trainer.log_dir  # a collective call under DDP: every rank makes it
-        if not trainer.is_global_zero or not self.series or log_dir is None:
+        if not trainer.is_global_zero or not self.series:
             return
-        path = plot_training_curves(self.series, Path(log_dir) / self.filename, title=type(pl_module.net).__name__)
+        path = plot_training_curves(self.series, run_folder(trainer) / self.filename, title=type(pl_module.net).__name__)
         log_picture(trainer.logger, "fit/training_curves", path)

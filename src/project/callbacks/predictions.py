@@ -9,6 +9,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from project.loggers import run_folder
+
 
 class PredictionCSVWriter(BasePredictionWriter):
     """Writes ``predict`` results as a CSV: one row per input, in input order.
@@ -46,7 +48,6 @@ class PredictionCSVWriter(BasePredictionWriter):
         )
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log_dir = trainer.log_dir  # a collective call under DDP: every rank makes it
         rows = self._rows
         if trainer.world_size > 1:
             gathered: list[list[dict[str, Any]]] = [[] for _ in range(trainer.world_size)]
@@ -56,7 +57,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             return
         names = getattr(trainer.datamodule, "predict_names", None) or []
         class_names = getattr(pl_module, "class_names", None)
-        path = Path(self.output_file or Path(log_dir or ".") / "predictions.csv")
+        path = Path(self.output_file) if self.output_file else run_folder(trainer) / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = sorted(rows, key=lambda row: row["index"])
         with path.open("w", newline="") as f:

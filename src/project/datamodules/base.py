@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
 from project.datamodules.transforms import ImageTransforms
@@ -98,7 +97,7 @@ class BaseDataModule(LightningDataModule):
         self.class_names: list[str] | None = None
         self.predict_names: list[str] = []
         self._train_sampler_in_use: ResumableSampler | None = None
-        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done), from a checkpoint
+        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done), from ResumeState
 
     @property
     def num_classes(self) -> int | None:
@@ -171,24 +170,13 @@ class BaseDataModule(LightningDataModule):
         self._apply_resume_position()
         return self._train_sampler_in_use
 
-    # Lightning saves a data module's state_dict in every checkpoint and hands it back on resume.
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where the training epoch stands, when a checkpoint is written part-way through one."""
-        trainer, sampler = self.trainer, self._train_sampler_in_use
-        if trainer is None or sampler is None or trainer.state.fn != TrainerFn.FITTING:
-            return {}
-        batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if not 0 < batches_done < trainer.num_training_batches:
-            return {}  # at an epoch boundary: the next epoch starts from its beginning anyway
-        return {"train_epoch": sampler.epoch, "train_batches_done": batches_done}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "train_batches_done" in state_dict:
-            self._resume_position = (state_dict["train_epoch"], state_dict["train_batches_done"])
-            self._apply_resume_position()
-            # Lightning warns that a plain DataLoader cannot resume mid-epoch; this one's sampler does.
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+    def skip_train_batches(self, epoch: int, batches_done: int) -> None:
+        """Resuming from a checkpoint written part-way through ``epoch``: leave out its first
+        ``batches_done`` batches (``project.resume.ResumeState`` calls this)."""
+        self._resume_position = (epoch, batches_done)
+        self._apply_resume_position()
+        # Lightning warns that a plain DataLoader cannot resume mid-epoch; this one's sampler does.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def _apply_resume_position(self) -> None:
         if self._resume_position is None or self._train_sampler_in_use is None:
@@ -234,8 +222,7 @@ def stratified_split(
 ) -> tuple[list[int], list[int], list[int]]:
     """Split sample indices into train/val/test with the same fractions within every class.
 
-    The seeds' banknote example splits each class folder separately: a rare class then still
-    appears in every split. The permutation depends only on ``seed``.
+    Each class folder is split separately, so a rare class still appears in every split. The permutation depends only on ``seed``.
     """
     generator = torch.Generator().manual_seed(seed)
     by_class: dict[int, list[int]] = {}

@@ -6,11 +6,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import Dataset, Sampler, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
 from project.datamodules.augment import BatchAffine
 from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
-from project.datamodules.tensor_batches import TensorBatches, TensorSplit
+from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep_batch
 from project.errors import UserError
 
 BUILTIN_DATASETS = ("digits", "iris")
@@ -122,9 +122,9 @@ class TensorDataModule(BaseDataModule):
         expand_affine: the rotation, shift and zoom of those copies.
         val_fraction / test_fraction / split_seed: the split; the seed is separate from the
             training seed so that every training seed is tested on the same samples.
-        fast_batches: cut train/val/test batches from pre-stacked tensors (``TensorBatches``):
-            the same batches as a DataLoader, without per-sample indexing and collate. Off: a
-            DataLoader (for ``num_workers`` or ``balance_classes``, which turn it off anyway).
+        fast_batches: cut each train/val/test batch from pre-stacked tensors with one
+            ``index_select`` (``StackedTensors``): the same batches, without per-sample indexing and
+            collate. Off: per-sample loading (``num_workers`` and ``balance_classes`` turn it off anyway).
         keep_on_device: with fast_batches, move the tensors to the GPU once, so batches need no copy.
         loader: batch size, workers and sampling (``LoaderOptions``).
     """
@@ -167,6 +167,8 @@ class TensorDataModule(BaseDataModule):
         split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
+        self.multilabel = False
+        self.num_targets: int | None = None  # regression: columns of the targets, known after setup
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All inputs and targets, shaped and typed for the task; sets ``class_names`` for classification."""
@@ -193,9 +195,11 @@ class TensorDataModule(BaseDataModule):
             targets = targets.long().reshape(-1) if targets.ndim <= 1 or targets.shape[1] == 1 else targets.long()
             if targets.ndim == 1 and targets.min() < 0:
                 raise UserError(f"class targets must be >= 0, found {int(targets.min())}")
+            self.multilabel = targets.ndim == 2
             self.class_names = names or [str(i) for i in range(int(targets.max()) + 1 if targets.ndim == 1 else targets.shape[1])]
         else:
             targets = targets.float().reshape(len(targets), -1)
+            self.num_targets = targets.shape[1]
         return inputs, targets
 
     def setup(self, stage: str) -> None:
@@ -242,14 +246,17 @@ class TensorDataModule(BaseDataModule):
         assert isinstance(self.train_set, TensorSplit)
         return self.train_set.tensors[1]
 
-    def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> Any:
+    def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> DataLoader:
         uses_loader_features = self.loader.num_workers > 0 or self.loader.balance_classes
         if not self.fast_batches or uses_loader_features or not isinstance(dataset, TensorSplit):
             return super()._loader(dataset, sampler, drop_last)
         tensors = dataset.tensors
         if self.keep_on_device and self.trainer is not None:
             tensors = tuple(t.to(self.trainer.strategy.root_device) for t in tensors)
-        return TensorBatches(tensors, self.batch_size_per_device(), sampler, drop_last)
+        # Its own generator: a DataLoader draws a base seed for its workers every epoch, which would
+        # otherwise come from the global generator that augmentation and dropout draw from.
+        return DataLoader(StackedTensors(*tensors), batch_size=self.batch_size_per_device(), sampler=sampler,
+                          drop_last=drop_last, collate_fn=keep_batch, generator=torch.Generator())
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches and standardize every batch, on the device that holds it."""

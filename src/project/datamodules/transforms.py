@@ -23,7 +23,11 @@ class ConvertMode:
 
 @dataclass
 class ImageTransforms:
-    """Per-image preprocessing. Augmentations (crop, flips, rotation, jitter) apply to training only."""
+    """Per-image preprocessing. Augmentations (crop, flips, rotation, jitter) apply to training only.
+
+    A few flags build both torchvision pipelines, so a recipe states its preprocessing once; the
+    pipelines written out in YAML would repeat resizing and normalisation for training and evaluation.
+    """
 
     image_size: int = 32
     """Images are resized to image_size x image_size."""

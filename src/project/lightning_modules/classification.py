@@ -8,62 +8,89 @@ from torch import nn
 from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MetricCollection
 
 from project.errors import UserError
-from project.lightning_modules.base import TrainingModule
+from project.lightning_modules.base import NetFactory, TrainingModule
 from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss
 from project.lightning_modules.reports import report_confusion_matrix
 from project.lightning_modules.schedules import LRSchedule
 from project.lightning_modules.speed import SpeedOptions
-from project.loggers import log_picture
+from project.loggers import log_picture, run_folder
 
 
 class ClassificationModule(TrainingModule):
     """Trains a net whose outputs are class logits.
 
-    The task follows from the loss: ``cross_entropy`` and ``nll`` are multiclass (targets are
-    class indices); ``bce_with_logits`` is binary when ``num_classes`` is 1 (targets 0/1) and
-    multilabel otherwise (multi-hot targets). Logged metrics: ``{train,val,test}/loss``,
-    ``{train,val,test}/acc``, and for val/test also ``f1`` (macro) and ``top{k}_acc``
-    (multiclass with more than ``top_k`` classes). ``test`` also writes a confusion matrix.
+    The task follows from the loss: ``cross_entropy``, ``nll`` or any other ``nn.Module`` loss given
+    by ``class_path`` are multiclass (targets are class indices); ``bce_with_logits`` is binary
+    (one output, targets 0/1) for data with two classes and multilabel otherwise (multi-hot
+    targets). Logged metrics: ``{train,val,test}/loss``, ``{train,val,test}/acc``, and for val/test
+    also ``f1`` (macro) and ``top{k}_acc`` (multiclass with more than ``top_k`` classes). ``test``
+    also writes a confusion matrix.
+
+    Args:
+        net: the net, without its number of outputs (see ``NetFactory``).
+        num_classes: leave it out to take the class count from the data; a count given here must
+            match the data's (1 for a binary task with ``bce_with_logits``).
+        loss: ``cross_entropy``, ``nll`` (on ``log_softmax`` of the outputs), ``bce_with_logits``, or
+            any ``nn.Module`` loss by ``class_path``, called as ``loss(logits, targets)``.
+        class_weights: per-class weights (cross_entropy, nll) or per-label ``pos_weight`` (bce).
+        label_smoothing: for cross_entropy.
+        top_k: also report top-k accuracy for this k.
     """
 
     def __init__(
         self,
-        net: nn.Module,
-        num_classes: int,
-        loss: str = "cross_entropy",
+        net: NetFactory,
+        num_classes: int | None = None,
+        loss: str | nn.Module = "cross_entropy",
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
         top_k: int = 5,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_schedule: LRSchedule | None = None,
-        speed: SpeedOptions | None = None,
+        lr_schedule: LRSchedule = LRSchedule(),  # noqa: B008  (read-only; shown whole by --print_config)
+        speed: SpeedOptions = SpeedOptions(),  # noqa: B008
     ) -> None:
         super().__init__(net, optimizer, lr_schedule, speed)
         self.save_hyperparameters(ignore=["net"])
-        if num_classes < 1:
+        if num_classes is not None and num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
         if num_classes == 1 and loss != "bce_with_logits":
             raise UserError("num_classes: 1 is a binary task: use loss: bce_with_logits")
-        if class_weights is not None and len(class_weights) != num_classes:
-            raise UserError(f"class_weights has {len(class_weights)} entries but num_classes is {num_classes}")
         self.num_classes = num_classes
         self.loss_fn = build_loss(loss, CLASSIFICATION_LOSSES, class_weights, label_smoothing)
-        if loss != "bce_with_logits":
-            self.task = "multiclass"
-        else:
-            self.task = "binary" if num_classes == 1 else "multilabel"
+        self.multilabel_loss = loss == "bce_with_logits"
+        self.class_weights, self.top_k = class_weights, top_k
         self.class_names: list[str] | None = None
         self._output_width_checked = False
+        if num_classes is not None:
+            self.build(num_classes)
 
+    def outputs_of(self, datamodule: Any) -> int:
+        names = getattr(datamodule, "class_names", None)
+        if not names:
+            raise UserError(f"{type(datamodule).__name__} has no class names: set model.num_classes")
+        if self.multilabel_loss and len(names) == 2 and not getattr(datamodule, "multilabel", False):
+            return 1  # two classes with a BCE loss: one logit, the probability of the second class
+        return len(names)
+
+    def build(self, outputs: int) -> None:
+        if self.class_weights is not None and len(self.class_weights) != outputs:
+            raise UserError(f"class_weights has {len(self.class_weights)} entries but num_classes is {outputs}")
+        self.num_classes = outputs
+        self.hparams["num_classes"] = outputs  # saved in checkpoints: test and predict build the same net
+        self.net = self.net_factory(outputs)
+        if not self.multilabel_loss:
+            self.task = "multiclass"
+        else:
+            self.task = "binary" if outputs == 1 else "multilabel"
         kwargs: dict[str, Any] = {"task": self.task}
         if self.task == "multiclass":
-            kwargs["num_classes"] = num_classes
+            kwargs["num_classes"] = outputs
         elif self.task == "multilabel":
-            kwargs["num_labels"] = num_classes
+            kwargs["num_labels"] = outputs
         self.train_metrics = MetricCollection({"acc": Accuracy(**kwargs)}, prefix="train/", compute_groups=False)
         eval_metrics: dict[str, Any] = {"acc": Accuracy(**kwargs), "f1": F1Score(average="macro", **kwargs)}
-        if self.task == "multiclass" and num_classes > top_k > 1:
-            eval_metrics[f"top{top_k}_acc"] = Accuracy(top_k=top_k, **kwargs)
+        if self.task == "multiclass" and outputs > self.top_k > 1:
+            eval_metrics[f"top{self.top_k}_acc"] = Accuracy(top_k=self.top_k, **kwargs)
         # No compute groups: torchmetrics would merge top-1 and top-k accuracy whenever their
         # states happen to match after the first batch, and report top-1 for both from then on.
         self.val_metrics = MetricCollection(eval_metrics, prefix="val/", compute_groups=False)
@@ -71,18 +98,19 @@ class ClassificationModule(TrainingModule):
         self.test_confusion = ConfusionMatrix(**kwargs) if self.task != "multilabel" else None
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.trainer.datamodule
         names = getattr(datamodule, "class_names", None)
-        if not names:
-            return
-        expected = 2 if self.task == "binary" else self.num_classes
-        if len(names) != expected:
-            raise UserError(
-                f"the data has {len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) "
-                f"but model.num_classes is {self.num_classes}"
-                + (" (binary tasks use num_classes: 1 with 2 classes)" if self.task == "binary" else "")
-            )
-        self.class_names = list(names)
+        if self.net is not None and names:  # a class count given in the config or taken from a checkpoint
+            expected = 2 if self.task == "binary" else self.num_classes
+            if len(names) != expected:
+                raise UserError(
+                    f"the data has {len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) "
+                    f"but model.num_classes is {self.num_classes}"
+                    + (" (binary tasks use num_classes: 1 with 2 classes)" if self.task == "binary" else "")
+                )
+        super().setup(stage)
+        if names:
+            self.class_names = list(names)
 
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target = batch[0], batch[1]
@@ -118,13 +146,11 @@ class ClassificationModule(TrainingModule):
         if self.test_confusion is None:
             return
         matrix = self.test_confusion.compute()
-        self.test_confusion.reset()
         names = self.class_names or [str(i) for i in range(len(matrix))]
-        log_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it
         if self.trainer.is_global_zero:
-            picture = report_confusion_matrix(matrix, names, log_dir)
-            if picture is not None:
-                log_picture(self.logger, "test/confusion_matrix", picture)
+            picture = report_confusion_matrix(self.test_confusion, matrix, names, run_folder(self.trainer))
+            log_picture(self.logger, "test/confusion_matrix", picture)
+        self.test_confusion.reset()
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Return ``index``, ``pred`` (class index, or multi-hot for multilabel) and ``prob`` per sample."""

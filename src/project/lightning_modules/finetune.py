@@ -1,16 +1,16 @@
 """Fine-tuning a pretrained backbone: freeze it, unfreeze it later at a lower rate, or cache its features."""
 
-from typing import Any
-
 import warnings
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from project.errors import UserError
+from project.internals import BatchNormBase
+from project.lightning_modules.base import NetFactory
 from project.lightning_modules.classification import ClassificationModule
 
 
@@ -18,9 +18,13 @@ class FineTuningModule(ClassificationModule):
     """Classification with a net that has a pretrained ``backbone`` and a new ``head``
     (``project.nets.TorchvisionClassifier``).
 
+    Lightning's ``BackboneFinetuning`` is not used: it adds the unfrozen backbone as a new parameter
+    group mid-run, which DDP then never averages (Lightning issue #20340) and schedulers never see.
+    Here the backbone's group exists from the start and its gradients are averaged by hand.
+
     Args:
-        freeze_backbone: train only the head. Done here, at construction, so the backbone's
-            parameters neither require gradients nor reach DDP's gradient buckets.
+        freeze_backbone: train only the head. Done when the net is built, before DDP wraps it, so
+            the backbone's parameters neither require gradients nor reach DDP's gradient buckets.
         train_bn: let the backbone's BatchNorm layers use batch statistics and update their running
             statistics while the backbone trains. Off: they stay in eval mode throughout (frozen
             statistics), the usual choice for small fine-tuning sets.
@@ -35,8 +39,7 @@ class FineTuningModule(ClassificationModule):
 
     def __init__(
         self,
-        net: nn.Module,
-        num_classes: int,
+        net: NetFactory,
         freeze_backbone: bool = True,
         train_bn: bool = False,
         unfreeze_at_epoch: int | None = None,
@@ -44,9 +47,6 @@ class FineTuningModule(ClassificationModule):
         cache_features: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(net, num_classes, **kwargs)
-        if not (hasattr(net, "backbone") and hasattr(net, "head")):
-            raise UserError(f"fine-tuning needs a net with .backbone and .head (e.g. project.nets.TorchvisionClassifier), got {type(net).__name__}")
         if unfreeze_at_epoch is not None and (not freeze_backbone or unfreeze_at_epoch < 1):
             raise UserError("unfreeze_at_epoch needs freeze_backbone: true and an epoch >= 1")
         if not 0 < backbone_lr_scale <= 1:
@@ -60,9 +60,15 @@ class FineTuningModule(ClassificationModule):
         self.cache_features = cache_features
         self._feature_batches = False
         self._live_datasets: tuple[Dataset | None, Dataset | None] = (None, None)
-        self._set_backbone_trainable(not freeze_backbone)
+        super().__init__(net, **kwargs)  # builds the net now if the class count is given
         # Frozen BatchNorm layers are in eval mode on purpose; Lightning would warn about them each fit.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+    def build(self, outputs: int) -> None:
+        super().build(outputs)
+        if not (hasattr(self.net, "backbone") and hasattr(self.net, "head")):
+            raise UserError(f"fine-tuning needs a net with .backbone and .head (e.g. project.nets.TorchvisionClassifier), got {type(self.net).__name__}")
+        self._set_backbone_trainable(not self.freeze_backbone)
 
     @property
     def backbone_trainable(self) -> bool:
@@ -76,9 +82,9 @@ class FineTuningModule(ClassificationModule):
         """Lightning calls this at every switch between training and evaluation; frozen BatchNorm
         layers go back to eval mode each time, so their running statistics never move."""
         super().train(mode)
-        if mode and not (self.train_bn and self.backbone_trainable):
+        if mode and self.net is not None and not (self.train_bn and self.backbone_trainable):
             for module in self.net.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if isinstance(module, BatchNormBase):
                     module.eval()
         return self
 

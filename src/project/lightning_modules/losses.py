@@ -23,17 +23,22 @@ class LogSoftmaxNLLLoss(nn.NLLLoss):
 
 
 def build_loss(
-    name: str,
+    name: str | nn.Module,
     allowed: Sequence[str],
     class_weights: Sequence[float] | None = None,
     label_smoothing: float = 0.0,
     huber_delta: float = 1.0,
 ) -> nn.Module:
     """Return the loss module called ``name``; ``allowed`` lists the names the calling module supports.
+    A loss module given instead of a name (``class_path`` in the config) is used as it is.
 
     ``class_weights`` weighs classes for cross_entropy and nll, and is the per-label
     ``pos_weight`` for bce_with_logits. ``label_smoothing`` applies to cross_entropy only.
     """
+    if isinstance(name, nn.Module):
+        if class_weights is not None or label_smoothing:
+            raise UserError("class_weights and label_smoothing go with the named losses; give them to your loss class instead")
+        return name
     if name not in allowed:
         raise UserError(f"unknown loss {name!r}: choose one of {', '.join(allowed)}")
     if label_smoothing and name != "cross_entropy":

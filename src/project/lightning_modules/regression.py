@@ -7,23 +7,32 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from project.lightning_modules.base import TrainingModule
+from project.errors import UserError
+from project.lightning_modules.base import NetFactory, TrainingModule
 from project.lightning_modules.losses import REGRESSION_LOSSES, build_loss
 from project.lightning_modules.schedules import LRSchedule
 from project.lightning_modules.speed import SpeedOptions
 
 
 class RegressionModule(TrainingModule):
-    """Trains a net whose outputs are real values; logs ``{train,val,test}/{loss,mse,mae}``."""
+    """Trains a net whose outputs are real values; logs ``{train,val,test}/{loss,mse,mae}``.
+
+    Args:
+        net: the net, without its number of outputs (see ``NetFactory``).
+        num_outputs: leave it out to take the number of target columns from the data.
+        loss: ``mse``, ``l1``, ``smooth_l1``, ``huber`` or any ``nn.Module`` loss by ``class_path``.
+        huber_delta: the threshold of ``smooth_l1`` and ``huber``.
+    """
 
     def __init__(
         self,
-        net: nn.Module,
-        loss: str = "mse",
+        net: NetFactory,
+        num_outputs: int | None = None,
+        loss: str | nn.Module = "mse",
         huber_delta: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_schedule: LRSchedule | None = None,
-        speed: SpeedOptions | None = None,
+        lr_schedule: LRSchedule = LRSchedule(),  # noqa: B008  (read-only; shown whole by --print_config)
+        speed: SpeedOptions = SpeedOptions(),  # noqa: B008
     ) -> None:
         super().__init__(net, optimizer, lr_schedule, speed)
         self.save_hyperparameters(ignore=["net"])
@@ -32,6 +41,18 @@ class RegressionModule(TrainingModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        if num_outputs is not None:
+            self.build(num_outputs)
+
+    def outputs_of(self, datamodule: Any) -> int:
+        width = getattr(datamodule, "num_targets", None)
+        if width is None:
+            raise UserError(f"{type(datamodule).__name__} does not say how many targets it has: set model.num_outputs")
+        return width
+
+    def build(self, outputs: int) -> None:
+        self.hparams["num_outputs"] = outputs  # saved in checkpoints: test and predict build the same net
+        self.net = self.net_factory(outputs)
 
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target = batch[0], batch[1].float()

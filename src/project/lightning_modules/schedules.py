@@ -13,11 +13,16 @@ learning rate is:
 - ``none``: 1;
 - ``step``: ``gamma ** (floor(e - W) // step_size)`` (``StepLR`` stepped per epoch);
 - ``multistep``: ``gamma ** (number of milestones <= floor(e - W))`` (``MultiStepLR``);
-- ``cosine``: ``((1 + cos(pi * (e - W) / T)) / 2) * (1 - lrf) + lrf`` (the seeds' cosine
+- ``cosine``: ``((1 + cos(pi * (e - W) / T)) / 2) * (1 - lrf) + lrf`` (cosine
   with a floor; ``lrf = 0`` is ``CosineAnnealingLR`` with ``eta_min = 0``);
 - ``onecycle``: torch's ``OneCycleLR`` over all steps, peaking at the optimizer's lr
   (it has its own warm-up, set by ``pct_start``);
 - ``plateau``: ``ReduceLROnPlateau`` on ``monitor``, checked after each validation.
+
+The step, multistep and cosine curves are formulas over torch's ``LambdaLR`` rather than torch's
+``StepLR``/``MultiStepLR``/``CosineAnnealingLR`` behind a ``SequentialLR`` warm-up, because those
+count optimizer steps rather than epochs, take one absolute floor for every parameter group (the
+fine-tuning backbone group runs at a fraction of the head's lr) and warn at every switch.
 """
 
 import bisect

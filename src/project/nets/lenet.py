@@ -1,4 +1,4 @@
-"""LeNet-5 as in the seeds: conv 6-16, fully connected 120-84, for 28x28 or 32x32 inputs."""
+"""LeNet-5: conv 6-16, fully connected 120-84, for 28x28 or 32x32 inputs."""
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ def _flat_features(input_size: int) -> int:
 
 
 class LeNet(nn.Module):
-    """LeNet with explicit layers (the seeds' ``nn.Module`` version).
+    """LeNet with explicit layers.
 
     61,706 parameters for 1x32x32 inputs and 10 classes.
     """
@@ -47,7 +47,7 @@ class LeNet(nn.Module):
 
 
 class LeNetSequential(nn.Module):
-    """The same LeNet built as ``features`` + ``classifier`` blocks (the seeds' ``LeNetSequential``).
+    """The same LeNet built as ``features`` + ``classifier`` blocks.
 
     The two blocks make it easy to freeze the feature extractor and train only the classifier.
     """

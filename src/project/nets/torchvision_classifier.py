@@ -61,8 +61,8 @@ class TorchvisionClassifier(nn.Module):
     """``backbone`` (a torchvision model without its classifier) followed by a new ``head``.
 
     Args:
+        num_classes: outputs of the new head (the training module fills it in from the data).
         name: a torchvision classification model, e.g. resnet18, resnet34, resnet50, efficientnet_b0.
-        num_classes: outputs of the new head.
         weights: a torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT``) or None.
         weights_path: a local state dict of the same torchvision model instead, loaded with
             ``weights_only=True``; its classifier entries are ignored (the head is new).
@@ -72,8 +72,8 @@ class TorchvisionClassifier(nn.Module):
 
     def __init__(
         self,
+        num_classes: int,
         name: str = "resnet18",
-        num_classes: int = 10,
         weights: str | None = "IMAGENET1K_V1",
         weights_path: str | None = None,
         head_hidden: int | None = None,

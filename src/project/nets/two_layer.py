@@ -1,4 +1,4 @@
-"""The seeds' two-layer net: ``Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out)``."""
+"""A two-layer perceptron: ``Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out)``."""
 
 import torch
 from torch import nn
@@ -9,10 +9,11 @@ from project.nets.init import WeightInit, initialize_weights
 class TwoLayerNet(nn.Module):
     """A one-hidden-layer perceptron for flat feature vectors (classification or regression).
 
-    Inputs with more than two dimensions (for example 1x8x8 images) are flattened first.
+    Inputs with more than two dimensions (for example 1x8x8 images) are flattened first. ``d_out``
+    comes first: the training module fills it in from the data (classes or target columns).
     """
 
-    def __init__(self, d_in: int, hidden: int, d_out: int, init: WeightInit = "default") -> None:
+    def __init__(self, d_out: int, d_in: int, hidden: int, init: WeightInit = "default") -> None:
         super().__init__()
         self.linear1 = nn.Linear(d_in, hidden)
         self.linear2 = nn.Linear(hidden, d_out)

@@ -1,4 +1,7 @@
-"""A per-epoch training speed gauge."""
+"""The benchmarks' epoch clock: a callback that times each epoch of a real run.
+
+Add it to a `train.py` run with `--trainer.callbacks+=epoch_timer.EpochTimer` and `benchmarks/` on
+`PYTHONPATH`, or pass it to a `Trainer`."""
 
 import time
 from typing import Any
@@ -7,9 +10,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
-class TrainingThroughput(Callback):
-    """Logs ``perf/epoch_s`` (training part of the epoch, without validation) and
-    ``perf/samples_per_s`` (over all ranks) once per epoch: a cheap, always-on speed gauge.
+class EpochTimer(Callback):
+    """Logs ``bench/epoch_s`` (training part of the epoch, without validation) and
+    ``bench/samples_per_s`` (over all ranks) once per epoch.
 
     The clock runs from the start of the epoch to the end of its last training batch, so it
     includes data loading, forward, backward, the optimizer and any gradient all-reduce.
@@ -51,6 +54,6 @@ class TrainingThroughput(Callback):
         if seconds <= 0 or trainer.logger is None or trainer.sanity_checking:
             return
         trainer.logger.log_metrics(
-            {"perf/epoch_s": seconds, "perf/samples_per_s": self._samples / seconds, "epoch": trainer.current_epoch},
+            {"bench/epoch_s": seconds, "bench/samples_per_s": self._samples / seconds, "epoch": trainer.current_epoch},
             step=trainer.global_step,
         )
