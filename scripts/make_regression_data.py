@@ -3,7 +3,7 @@
     python scripts/make_regression_data.py data/regression.pt [--samples 8192]
 
 Targets are a fixed random two-layer function of the inputs plus a little noise, so a
-two-layer net can fit them (the seeds' example used pure noise, which nothing can learn).
+two-layer net can fit them (pure noise would leave nothing to learn).
 """
 
 import argparse
