@@ -158,5 +158,5 @@ def test_the_sweep_drives_train_py_with_arguments_the_config_accepts(tmp_path):
         for part in key.split("."):
             node = node[part]
         assert node == value, key
-    assert resolved["trainer"]["logger"]["class_path"] == "project.loggers.WandbLogger"
+    assert resolved["trainer"]["logger"]["class_path"] == "project.loggers.AutoOfflineWandbLogger"
 

@@ -51,7 +51,7 @@ def offline_reason() -> str | None:
     return None
 
 
-class WandbLogger(LightningWandbLogger):
+class AutoOfflineWandbLogger(LightningWandbLogger):
     """Lightning's ``WandbLogger``, offline by itself when there is no API key or no network.
 
     Without a key, ``wandb.init`` would stop the run with an error, and with a key but no network
