@@ -142,7 +142,7 @@ def lenet_digits(tmp: Path, epochs: int) -> dict[str, Callable]:
                                 val_fraction=0.1, test_fraction=0.1)
         data.setup("fit")  # the same split and resize; batches come from the plain DataLoader below
         seed_everything(SEED)
-        net = LeNet(num_classes=10, in_channels=1, input_size=32)
+        net = LeNet(10, (1, 32, 32))
         optimizer = torch.optim.AdamW(net.parameters(), lr=0.003, weight_decay=0.01)
         return dict(net=net, train_set=TensorDataset(*data.train_set.tensors), val_set=TensorDataset(*data.val_set.tensors),
                     loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, batch_size=64, epochs=epochs, checkpoint=tmp / "plain.pt")
@@ -166,7 +166,7 @@ def two_layer(tmp: Path, epochs: int) -> dict[str, Callable]:
                                 val_fraction=0.1, test_fraction=0.1)
         data.setup("fit")
         seed_everything(SEED)
-        net = TwoLayerNet(d_out=10, d_in=1000, hidden=100)
+        net = TwoLayerNet(10, (1000,), hidden=100)
         optimizer = torch.optim.Adam(net.parameters(), lr=0.001)
         return dict(net=net, train_set=TensorDataset(*data.train_set.tensors), val_set=TensorDataset(*data.val_set.tensors),
                     loss_fn=nn.MSELoss(), optimizer=optimizer, batch_size=64, epochs=epochs, checkpoint=tmp / "plain.pt")

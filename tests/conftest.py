@@ -1,8 +1,9 @@
 """Shared fixtures: small image folders, MNIST-format files and tensor files, all generated on the fly."""
 
 import csv
-import os
 import gzip
+import math
+import os
 import struct
 import subprocess
 import sys
@@ -27,9 +28,9 @@ def kill_at(spec: str, **extra: str) -> dict[str, str]:
 class FixedWidthNet(nn.Module):
     """A net that ignores the output count it is given: always ``width`` outputs."""
 
-    def __init__(self, num_outputs: int, width: int = 5) -> None:
+    def __init__(self, num_outputs: int, input_shape: tuple[int, ...], width: int = 5) -> None:
         super().__init__()
-        self.layer = nn.LazyLinear(width)
+        self.layer = nn.Linear(math.prod(input_shape), width)
 
     def forward(self, x):
         return self.layer(x.flatten(1))

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+import yaml
 
 from conftest import QUIET, REPO, make_image_tree, make_mnist_files, read_csv, train_py, write_png
 from project.cli import main
+from project.nets import LeNet, TwoLayerNet
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 IMAGE_CONFIG = str(REPO / "configs" / "lenet_imagefolder.yaml")
@@ -141,6 +143,14 @@ BAD_INPUTS = {
     "class count mismatch": (
         lambda t: ["--model.num_classes=3"], "the data has 2 classes (cat, dog) but model.num_classes is 3"),
     "net width mismatch": (lambda t: ["--model.net=conftest.FixedWidthNet"], "the net outputs shape (5,) per sample but model.num_classes is 2"),
+    "input shape mismatch": (
+        lambda t: ["--model.input_shape=[1,8,8]"], "the data's inputs have shape 3x32x32 but the model takes 1x8x8"),
+    "target column mismatch": (
+        lambda t: ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={regression_file(t)}",
+                   "--model.num_outputs=3"], "the data has 2 target column(s) but model.num_outputs is 3"),
+    "checkpoint with other sizes": (
+        lambda t: [f"--ckpt_path={net_checkpoint(t, LeNet(3, (3, 32, 32)))}"],
+        "the checkpoint's net.fc3.weight has shape (3, 84) but this model's has (2, 84)"),
     "unknown loss": (lambda t: ["--model.loss=hinge"], "unknown loss 'hinge'"),
     "unknown schedule": (lambda t: ["--model.lr_schedule.name=exponential"], "unknown lr schedule 'exponential'"),
     "uneven tensor file": (
@@ -155,7 +165,7 @@ BAD_INPUTS = {
     "unknown class in config": (lambda t: ["--model.net=project.nets.NoSuchNet"], "NoSuchNet"),
     "wrong type in config": (lambda t: ["--trainer.max_epochs=many"], "max_epochs"),
     "checkpoint of another model": (
-        lambda t: [f"--ckpt_path={foreign_checkpoint(t)}"], "the checkpoint was saved from a different model"),
+        lambda t: [f"--ckpt_path={net_checkpoint(t, TwoLayerNet(2, (64,), 8))}"], "the checkpoint was saved from a different model"),
     "missing weights file": (
         lambda t: ["--config", str(REPO / "configs" / "resnet_finetune.yaml"), "--data.data_dir=images",
                    "--model.net.weights=null", "--model.net.weights_path=missing.pth"], "weights file not found: missing.pth"),
@@ -164,14 +174,17 @@ BAD_INPUTS = {
 }
 
 
-def foreign_checkpoint(tmp_path: Path) -> str:
-    """A Lightning checkpoint of the two-layer net, given to a LeNet recipe."""
-    from project.nets import TwoLayerNet
+def regression_file(tmp_path: Path) -> str:
+    torch.save({"x": torch.randn(40, 6), "y": torch.randn(40, 2)}, tmp_path / "regression.pt")
+    return "regression.pt"
 
-    state = {f"net.{k}": v for k, v in TwoLayerNet(2, 64, 8).state_dict().items()}
-    path = tmp_path / "two_layer.ckpt"
-    torch.save({"state_dict": state, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6",
-                "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": []}, path)
+
+def net_checkpoint(tmp_path: Path, net: torch.nn.Module) -> str:
+    """A Lightning checkpoint holding only ``net``'s weights (no hyperparameters)."""
+    path = tmp_path / "net.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "epoch": 0, "global_step": 0,
+                "pytorch-lightning_version": "2.6.6", "loops": {}, "callbacks": {}, "optimizer_states": [],
+                "lr_schedulers": []}, path)
     return str(path)
 
 
@@ -202,7 +215,49 @@ def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and message in err, err
     assert "Traceback" not in err
-    assert tree_fingerprint(tmp_path / "runs") | earlier_run == tree_fingerprint(tmp_path / "runs")
+    assert tree_fingerprint(tmp_path / "runs") == earlier_run  # kept whole, and no empty folder of the failed run
+
+
+def test_default_root_dir_moves_the_whole_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.default_root_dir=elsewhere",
+          "--trainer.max_epochs=1", *QUIET])
+    run = tmp_path / "elsewhere" / "two_layer_digits" / "version_0"
+    assert {"config.yaml", "metrics.csv", "checkpoints"} <= {p.name for p in run.iterdir()}
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("given", "meant"), [
+    ("--model.optimzer.lr", "--model.optimizer.lr"),
+    ("--trainer.max_epocs", "--trainer.max_epochs"),
+    ("--data.loader.global_batchsize", "--data.loader.global_batch_size"),
+    ("--early_stoping.patience", "--early_stopping.patience"),
+])
+def test_a_misspelt_option_names_the_nearest_valid_one_in_one_line(given, meant, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", IMAGE_CONFIG, given, "3"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: unknown option {given}: did you mean {meant}?"
+
+
+def test_help_for_the_model_and_data_classes_takes_their_short_names(capsys):
+    for option, expected in (("--model.help", "--model.num_classes"), ("--data.help", "--data.predict_dir")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", option, "ClassificationModule" if option == "--model.help" else "ImageFolderDataModule"])
+        assert exit_info.value.code == 0
+        assert expected in capsys.readouterr().out
+
+
+def test_a_class_named_on_the_command_line_starts_from_its_own_defaults(capsys):
+    """The digits recipe's AdamW has weight_decay 0.01 and fused; SGD named instead gets SGD's defaults."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "configs" / "lenet_digits.yaml"), "--model.optimizer", "torch.optim.SGD",
+              "--model.optimizer.momentum=0.9", "--print_config"])
+    optimizer = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["optimizer"]
+    assert optimizer["class_path"] == "torch.optim.SGD"
+    assert optimizer["init_args"] | {"momentum": 0.9} == optimizer["init_args"]
+    assert optimizer["init_args"]["weight_decay"] == 0 and optimizer["init_args"]["fused"] is None
+    assert optimizer["init_args"]["lr"] == torch.optim.SGD([torch.zeros(1)]).defaults["lr"]
 
 
 @pytest.mark.slow

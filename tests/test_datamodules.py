@@ -219,7 +219,7 @@ def test_corrupt_image_is_named_or_skipped(image_tree):
 
 def test_missing_and_empty_folders_are_named(tmp_path):
     with pytest.raises(UserError, match="image folder not found: .*nowhere"):
-        ImageFolderDataModule(str(tmp_path / "nowhere"))
+        set_up(ImageFolderDataModule(str(tmp_path / "nowhere")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="empty.*Couldn't find any class folder"):
         set_up(ImageFolderDataModule(str(tmp_path / "empty")))

@@ -2,6 +2,8 @@
 unfreezing trains the backbone at its own rate (one process and DDP), cached features equal live."""
 
 import os
+import shlex
+import subprocess
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -44,8 +46,8 @@ def images(tmp_path_factory) -> Path:
     return make_image_tree(tmp_path_factory.mktemp("data") / "images", per_class=24)
 
 
-def resnet(**kwargs) -> Callable[[int], TorchvisionClassifier]:
-    """The net as the CLI gives it to a module: everything but the class count."""
+def resnet(**kwargs) -> Callable[[int, tuple[int, ...]], TorchvisionClassifier]:
+    """The net as the CLI gives it to a module: everything but the class count and input shape."""
     return partial(TorchvisionClassifier, name="resnet18", weights="IMAGENET1K_V1", **kwargs)
 
 
@@ -67,7 +69,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_planted_torchvision_weights_load_without_network_and_equal_the_file(torch_home):
-    net = resnet()(2)
+    net = resnet()(2, (3, 32, 32))
     for name, tensor in net.backbone.state_dict().items():
         assert torch.equal(tensor, torch_home[name]), name
     assert "fc.weight" not in net.backbone.state_dict() and net.head[-1].out_features == 2
@@ -77,7 +79,7 @@ def test_weights_that_are_not_there_name_the_file_and_the_folder(tmp_path, monke
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _offline)
     with pytest.raises(UserError, match=f"put it at {tmp_path / 'empty' / 'hub' / 'checkpoints' / RESNET18_FILE}"):
-        resnet()(2)
+        resnet()(2, (3, 32, 32))
 
 
 def _offline(*args, **kwargs):
@@ -86,20 +88,20 @@ def _offline(*args, **kwargs):
 
 def test_a_local_state_dict_loads_with_weights_only_and_a_mismatch_is_named(torch_home, tmp_path):
     torch.save(torch_home, tmp_path / "mine.pt")
-    net = TorchvisionClassifier(3, "resnet18", weights=None, weights_path=str(tmp_path / "mine.pt"))
+    net = TorchvisionClassifier(3, (3, 32, 32), "resnet18", weights=None, weights_path=str(tmp_path / "mine.pt"))
     assert torch.equal(net.backbone.conv1.weight, torch_home["conv1.weight"])
 
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pt")
     with pytest.raises(UserError, match=r"does not fit the ResNet backbone: .*unexpected \(e\.g\. \['layer1\.2"):
-        TorchvisionClassifier(10, "resnet18", weights=None, weights_path=str(tmp_path / "resnet34.pt"))
+        TorchvisionClassifier(10, (3, 32, 32), "resnet18", weights=None, weights_path=str(tmp_path / "resnet34.pt"))
     torch.save({"conv1.weight": object()}, tmp_path / "pickled.pt")  # not plain tensors: weights_only refuses
     with pytest.raises(UserError, match="cannot read weights file .*pickled.pt as a state dict of tensors"):
-        TorchvisionClassifier(10, "resnet18", weights=None, weights_path=str(tmp_path / "pickled.pt"))
+        TorchvisionClassifier(10, (3, 32, 32), "resnet18", weights=None, weights_path=str(tmp_path / "pickled.pt"))
 
 
 def test_frozen_backbone_stays_bitwise_equal_buffers_included_and_the_head_learns(torch_home, images):
     seed_everything(0)
-    module = FineTuningModule(resnet(), num_classes=2, optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+    module = FineTuningModule(resnet(), num_classes=2, input_shape=[3, 32, 32], optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
     before = snapshot(module.net)
     optimizer = module.optimizer_factory([p for p in module.parameters() if p.requires_grad])
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in module.net.head.parameters()}
@@ -124,7 +126,7 @@ class EpochEndWeights(Callback):
 
 def test_unfreeze_at_epoch_1_trains_the_backbone_from_epoch_1_at_the_scaled_rate(torch_home, images):
     seed_everything(0)
-    module = FineTuningModule(resnet(), num_classes=2, unfreeze_at_epoch=1, backbone_lr_scale=0.1,
+    module = FineTuningModule(resnet(), num_classes=2, input_shape=[3, 32, 32], unfreeze_at_epoch=1, backbone_lr_scale=0.1,
                               optimizer=lambda p: torch.optim.SGD(p, lr=0.05), lr_schedule=LRSchedule(name="none"))
     start = module.net.backbone.conv1.weight.detach().clone()
     running_mean = module.net.backbone.bn1.running_mean.clone()
@@ -140,7 +142,7 @@ def test_cached_features_train_the_same_head_as_live_features(torch_home, images
     heads = []
     for cache in (False, True):
         seed_everything(0)
-        module = FineTuningModule(resnet(), num_classes=2, cache_features=cache,
+        module = FineTuningModule(resnet(), num_classes=2, input_shape=[3, 32, 32], cache_features=cache,
                                   optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
         data = image_data(images)
         trainer = fit(module, data, epochs=3)
@@ -153,8 +155,8 @@ def test_cached_features_train_the_same_head_as_live_features(torch_home, images
 
 def test_cached_features_are_refused_where_they_would_be_wrong(torch_home, images):
     with pytest.raises(UserError, match="cache_features needs a backbone that stays frozen"):
-        FineTuningModule(resnet(), num_classes=2, cache_features=True, unfreeze_at_epoch=2)
-    module = FineTuningModule(resnet(), num_classes=2, cache_features=True)
+        FineTuningModule(resnet(), num_classes=2, input_shape=[3, 32, 32], cache_features=True, unfreeze_at_epoch=2)
+    module = FineTuningModule(resnet(), num_classes=2, input_shape=[3, 32, 32], cache_features=True)
     with pytest.raises(UserError, match=r"random augmentation \(data.transforms: horizontal_flip\)"):
         fit(module, image_data(images, horizontal_flip=0.5), epochs=1)
 
@@ -208,3 +210,16 @@ def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_trains_the_weights_of_o
     assert not torch.equal(results["one"]["net.backbone.bn1.running_mean"].float(), planted[1]["bn1.running_mean"])
     for key, value in results["one"].items():
         assert torch.allclose(value.double(), results["ddp"][key].double(), atol=1e-10, rtol=0), key
+
+@pytest.mark.slow
+def test_a_fine_tuned_checkpoint_tests_offline_without_the_pretrained_weights(planted, images, tmp_path):
+    """The checkpoint holds every weight: testing it needs no ImageNet file, so none is looked for."""
+    fit = train_py("fit", "--config", str(REPO / "configs" / "resnet_finetune.yaml"), f"--data.data_dir={images}",
+                   "--data.transforms.image_size=32", "--trainer.max_epochs=1", *QUIET, cwd=tmp_path,
+                   env={**os.environ, "TORCH_HOME": str(planted[0])})
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    test_command = shlex.split((fit.stdout + fit.stderr).split("Test it:\n", 1)[1].splitlines()[0])
+    test = subprocess.run(test_command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TORCH_HOME": str(tmp_path / "no_weights_here")})
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/acc" in test.stdout

@@ -46,7 +46,7 @@ def losses_while_training(module, batch, steps: int = 60) -> tuple[float, float]
 def test_every_classification_loss_falls_on_a_small_batch(case):
     torch.manual_seed(0)
     options = CLASSIFICATION_CASES[case]
-    module = ClassificationModule(partial(TwoLayerNet, d_in=8, hidden=32), **options)
+    module = ClassificationModule(partial(TwoLayerNet, hidden=32), input_shape=[8], **options)
     first, last = losses_while_training(module, fixed_batch(case))
     assert last < 0.5 * first
 
@@ -54,15 +54,15 @@ def test_every_classification_loss_falls_on_a_small_batch(case):
 @pytest.mark.parametrize("loss", ["mse", "l1", "smooth_l1", "huber"])
 def test_every_regression_loss_falls_on_a_small_batch(loss):
     torch.manual_seed(0)
-    module = RegressionModule(partial(TwoLayerNet, d_in=8, hidden=32), num_outputs=2, loss=loss)
+    module = RegressionModule(partial(TwoLayerNet, hidden=32), num_outputs=2, input_shape=[8], loss=loss)
     first, last = losses_while_training(module, fixed_batch("regression"))
     assert last < 0.5 * first
 
 
 def test_task_follows_from_loss_and_class_count():
-    assert ClassificationModule(partial(TwoLayerNet, d_in=8, hidden=4), num_classes=4).task == "multiclass"
-    assert ClassificationModule(partial(TwoLayerNet, d_in=8, hidden=4), num_classes=1, loss="bce_with_logits").task == "binary"
-    assert ClassificationModule(partial(TwoLayerNet, d_in=8, hidden=4), num_classes=4, loss="bce_with_logits").task == "multilabel"
+    assert ClassificationModule(partial(TwoLayerNet, hidden=4), input_shape=[8], num_classes=4).task == "multiclass"
+    assert ClassificationModule(partial(TwoLayerNet, hidden=4), input_shape=[8], num_classes=1, loss="bce_with_logits").task == "binary"
+    assert ClassificationModule(partial(TwoLayerNet, hidden=4), input_shape=[8], num_classes=4, loss="bce_with_logits").task == "multilabel"
 
 
 def test_nll_on_logits_equals_cross_entropy():
@@ -90,4 +90,4 @@ def test_class_weights_and_label_smoothing_reach_the_loss():
 )
 def test_bad_loss_options_are_refused_with_a_named_cause(kwargs, message):
     with pytest.raises(UserError, match=message):
-        ClassificationModule(partial(TwoLayerNet, d_in=8, hidden=4), **kwargs)
+        ClassificationModule(partial(TwoLayerNet, hidden=4), input_shape=[8], **kwargs)

@@ -30,7 +30,7 @@ def stacked(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 def test_logged_test_metrics_equal_metrics_computed_by_hand(tmp_path):
     seed_everything(0)
     dm = TensorDataModule(dataset="digits", standardize=True, loader=LoaderOptions(batch_size=50))
-    module = ClassificationModule(partial(TwoLayerNet, d_in=64, hidden=16), num_classes=10, top_k=3)
+    module = ClassificationModule(partial(TwoLayerNet, hidden=16), num_classes=10, top_k=3)
     trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(module, datamodule=dm)
     logged = trainer.test(module, datamodule=dm, verbose=False)[0]
@@ -49,7 +49,7 @@ def test_logged_test_metrics_equal_metrics_computed_by_hand(tmp_path):
 def test_confusion_matrix_is_written_with_class_names(tmp_path):
     seed_everything(0)
     dm = TensorDataModule(dataset="iris", standardize=True, loader=LoaderOptions(batch_size=16), val_fraction=0.2, test_fraction=0.2)
-    module = ClassificationModule(partial(TwoLayerNet, d_in=4, hidden=16), num_classes=3)
+    module = ClassificationModule(partial(TwoLayerNet, hidden=16), num_classes=3)
     from lightning.pytorch.loggers import CSVLogger
 
     trainer = quiet_trainer(tmp_path, max_epochs=3, logger=CSVLogger(tmp_path))
@@ -69,7 +69,7 @@ def test_regression_metrics_are_mse_and_mae(tmp_path):
     torch.save({"x": x, "y": x @ torch.tensor([[1.0], [-2.0], [0.5]])}, path)
     seed_everything(0)
     dm = TensorDataModule(dataset=None, path=str(path), task="regression", loader=LoaderOptions(batch_size=32))
-    module = RegressionModule(partial(TwoLayerNet, d_in=3, hidden=16), loss="mse", lr_schedule=LRSchedule(name="cosine"))
+    module = RegressionModule(partial(TwoLayerNet, hidden=16), loss="mse", lr_schedule=LRSchedule(name="cosine"))
     trainer = quiet_trainer(tmp_path, max_epochs=2)
     trainer.fit(module, datamodule=dm)
     logged = trainer.test(module, datamodule=dm, verbose=False)[0]
@@ -88,7 +88,7 @@ def test_lr_schedule_is_stepped_per_optimizer_step_by_lightning(tmp_path):
     seed_everything(0)
     dm = TensorDataModule(dataset="iris", loader=LoaderOptions(batch_size=30), val_fraction=0.2, test_fraction=0.0)  # 4 steps/epoch
     optimizer = lambda params: torch.optim.SGD(params, lr=0.2)  # noqa: E731
-    module = ClassificationModule(partial(TwoLayerNet, d_in=4, hidden=8), num_classes=3, optimizer=optimizer,
+    module = ClassificationModule(partial(TwoLayerNet, hidden=8), num_classes=3, optimizer=optimizer,
                                   lr_schedule=LRSchedule(name="step", step_size=1, gamma=0.5, warmup_epochs=1))
     trainer = quiet_trainer(tmp_path, max_epochs=3, logger=CSVLogger(tmp_path), log_every_n_steps=1,
                             callbacks=[LearningRateMonitor(logging_interval="step")])
@@ -101,15 +101,15 @@ def test_lr_schedule_is_stepped_per_optimizer_step_by_lightning(tmp_path):
 def test_class_count_mismatches_are_named(tmp_path):
     dm = TensorDataModule(dataset="iris")
     with pytest.raises(UserError, match="the data has 3 classes \\(setosa, versicolor, virginica\\) but model.num_classes is 4"):
-        quiet_trainer(tmp_path, fast_dev_run=True).fit(ClassificationModule(partial(TwoLayerNet, d_in=4, hidden=8), num_classes=4), datamodule=dm)
+        quiet_trainer(tmp_path, fast_dev_run=True).fit(ClassificationModule(partial(TwoLayerNet, hidden=8), num_classes=4), datamodule=dm)
     with pytest.raises(UserError, match="the net outputs shape \\(5,\\) per sample but model.num_classes is 3"):
-        quiet_trainer(tmp_path, fast_dev_run=True).fit(ClassificationModule(lambda outputs: TwoLayerNet(5, 4, 8), num_classes=3), datamodule=dm)
+        quiet_trainer(tmp_path, fast_dev_run=True).fit(ClassificationModule(lambda outputs, shape: TwoLayerNet(5, shape, 8), num_classes=3), datamodule=dm)
 
 
 def test_only_trainable_parameters_reach_the_optimizer(tmp_path):
-    net = TwoLayerNet(3, 4, 8)
+    net = TwoLayerNet(3, (4,), 8)
     net.linear1.requires_grad_(False)
-    module = ClassificationModule(lambda outputs: net, num_classes=3)
+    module = ClassificationModule(lambda outputs, shape: net, num_classes=3)
     trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(module, datamodule=TensorDataModule(dataset="iris"))
     params = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]

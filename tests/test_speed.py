@@ -2,8 +2,6 @@
 
 import copy
 
-from functools import partial
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from project.nets import LeNet
 
 def lenet_module(speed: SpeedOptions | None = None) -> ClassificationModule:
     torch.manual_seed(0)
-    return ClassificationModule(partial(LeNet, in_channels=1, input_size=32), num_classes=10, speed=speed or SpeedOptions())
+    return ClassificationModule(LeNet, num_classes=10, input_shape=[1, 32, 32], speed=speed or SpeedOptions())
 
 
 def test_channels_last_keeps_outputs_gradients_and_checkpoint_keys():

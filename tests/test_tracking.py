@@ -2,6 +2,7 @@
 columns, plain console output without a terminal, the logger configs and the sweep."""
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,10 @@ def test_offline_wandb_run_holds_metrics_config_and_pictures_and_resumes_the_sam
                    *QUIET, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr
     output = fit.stdout + fit.stderr
-    assert output.count("W&B: offline (no W&B API key") == 1 and "wandb sync runs/wandb/offline-run-" in output
+    assert output.count("W&B: offline (no W&B API key") == 1
+    [sync] = [line for line in output.splitlines() if "wandb sync" in line]  # once, not again by wandb itself
+    assert f"{sys.executable} -m wandb sync runs/wandb/offline-run-" in sync  # runs as pasted: no bare `wandb`
+    assert "\x1b[" not in output  # no colour codes where there is no terminal
 
     [record_file] = wandb_run_files(tmp_path)
     run_id = record_file.stem.removeprefix("run-")
@@ -107,8 +111,9 @@ def test_csv_run_without_a_terminal_has_plain_epoch_lines_documented_columns_and
     fit = train_py("fit", *RECIPE, "--trainer.max_epochs=2", cwd=tmp_path)  # stdout is a pipe here
     assert fit.returncode == 0, fit.stderr
     output = fit.stdout + fit.stderr
-    assert re.search(r"^epoch 1/2  .*train/loss \S+.*val/acc \S+.*\(\d+\.\d s\)$", output, re.MULTILINE)
-    assert re.search(r"^epoch 2/2 ", output, re.MULTILINE)
+    # counted from 0 like the checkpoint names, with the count of epochs beside it
+    assert re.search(r"^epoch 0 \(1 of 2\)  .*train/loss \S+.*val/acc \S+.*\(\d+\.\d s\)$", output, re.MULTILINE)
+    assert re.search(r"^epoch 1 \(2 of 2\) ", output, re.MULTILINE)
     assert "\r" not in output  # no live progress bar redrawing lines
     assert "Final metrics" in fit.stdout and "val/acc" in fit.stdout
 
@@ -131,7 +136,9 @@ def test_a_config_without_a_logger_logs_to_csv(tmp_path):
     assert yaml.safe_load(printed.stdout)["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
     stacked = train_py("fit", "--config", str(tmp_path / "no_logger.yaml"), "--config",
                        str(REPO / "configs" / "logger" / "csv.yaml"), "--print_config", cwd=tmp_path)
-    assert yaml.safe_load(stacked.stdout)["trainer"]["logger"]["init_args"]["name"] == "csv"
+    # the overlay changes the logger, not where its runs go: the base config's run name stays
+    assert yaml.safe_load(stacked.stdout)["trainer"]["logger"]["init_args"] | {"name": "run", "save_dir": "runs"} == \
+        yaml.safe_load(stacked.stdout)["trainer"]["logger"]["init_args"]
 
 
 @pytest.mark.slow
@@ -139,7 +146,7 @@ def test_tensorboard_config_writes_event_files(tmp_path):
     fit = train_py("fit", *RECIPE, "--config", str(REPO / "configs" / "logger" / "tensorboard.yaml"),
                    "--trainer.max_epochs=1", *QUIET, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr
-    run = tmp_path / "runs" / "tensorboard" / "version_0"
+    run = tmp_path / "runs" / "two_layer_digits" / "version_0"  # the recipe's run name, under any logger
     assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
 
 

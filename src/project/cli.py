@@ -1,10 +1,13 @@
 """The command line: LightningCLI with the project's base config, and one-line errors for bad input."""
 
+import logging
 import os
+import shlex
+import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch.distributed as dist
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -15,14 +18,25 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
+import project.datamodules  # noqa: F401  (imported so that --data.help and --data can name its classes briefly)
+import project.lightning_modules  # noqa: F401  (the same for --model.help ClassificationModule)
 from project.callbacks import LatestBestCheckpoint
 from project.distributed import match_torchrun, warn_if_restarts_share_the_store
 from project.errors import find_user_error
 from project.loggers import run_folder
+from project.options import misspelt_option, with_class_defaults
 from project.resume import prepare_checkpoint
 
-BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
+REPOSITORY = Path(__file__).resolve().parents[2]
+BASE_CONFIG = REPOSITORY / "configs" / "base.yaml"
+TRAIN_PY = REPOSITORY / "train.py"
+BASE_SAVE_DIR = "runs"  # trainer.logger.init_args.save_dir in configs/base.yaml
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_NOISE = (
+    "💡 Tip",  # advertisements for Lightning's cloud services
+    "Trainer already configured with model summary callbacks",  # ours, ParameterSummary, is in the base config
+    "Loading `train_dataloader` to estimate",  # the lr schedule counts the steps of an epoch
+)
 
 
 class ProjectArgumentParser(LightningArgumentParser):
@@ -33,7 +47,11 @@ class ProjectArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         ours = find_user_error(ex)
-        print(f"error: {ours or message.strip()}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
+        misspelt = None if ours else misspelt_option(message, self)
+        if misspelt:
+            print(f"error: unknown option --{misspelt[0]}: did you mean --{misspelt[1]}?", file=sys.stderr)
+        else:
+            print(f"error: {ours or message.strip()}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -72,14 +90,19 @@ class ProjectCLI(LightningCLI):
         kwargs.setdefault("parser_class", ProjectArgumentParser)
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False})  # SaveConfigToRun writes it
-        super().__init__(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,  # the optimizer and schedule live in --model.*
-            **kwargs,
-        )
+        try:
+            super().__init__(
+                LightningModule,
+                LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,  # the optimizer and schedule live in --model.*
+                **kwargs,
+            )
+        except BaseException:
+            if getattr(self, "trainer", None) is not None:
+                remove_empty_run_folder(self.trainer)
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Callbacks whose options recipes and users change get keys of their own (--early_stopping.patience 5);
@@ -99,8 +122,10 @@ class ProjectCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        save_runs_under_default_root_dir(config["trainer"])
         if subcommand:  # before LightningCLI and the Trainer read the checkpoint
-            prepare_checkpoint(self.config[subcommand], subcommand)
+            prepare_checkpoint(config, subcommand)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -110,9 +135,7 @@ class ProjectCLI(LightningCLI):
 
     def after_fit(self) -> None:
         print_final_metrics(self.trainer)
-        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        if best:
-            rank_zero_info(f"Best checkpoint: {best}\nTest it with: python train.py test --config <config> --ckpt_path {best}")
+        print_next_commands(self.trainer)
 
 
 @rank_zero_only
@@ -121,7 +144,8 @@ def print_final_metrics(trainer: Trainer) -> None:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith("_step")}
     if not metrics:
         return
-    table = Table(title="Final metrics", caption=f"{trainer.current_epoch} epochs, {trainer.global_step} steps")
+    epochs, steps = trainer.current_epoch, trainer.global_step
+    table = Table(title="Final metrics", caption=f"{epochs} epoch{'s' * (epochs != 1)}, {steps} step{'s' * (steps != 1)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in sorted(metrics):
@@ -129,12 +153,68 @@ def print_final_metrics(trainer: Trainer) -> None:
     Console().print(table)
 
 
+@rank_zero_only
+def print_next_commands(trainer: Trainer) -> None:
+    """The commands that test and predict with this run's best checkpoint, ready to paste: this
+    interpreter, this ``train.py``, and the config this run saved (with every override it had)."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    config = run_folder(trainer) / "config.yaml"  # written by SaveConfigToRun
+    if not best or not config.is_file():
+        return
+    script = os.path.relpath(TRAIN_PY) if TRAIN_PY.is_relative_to(Path.cwd()) else str(TRAIN_PY)
+
+    def command(subcommand: str) -> str:
+        return shlex.join([sys.executable, script, subcommand, "--config", str(config), "--ckpt_path", best])
+
+    lines = [f"Best checkpoint: {best}", "Test it:", "  " + command("test")]
+    data = trainer.datamodule
+    new_inputs = "--data.predict_dir DIR (a folder of images)" if hasattr(data, "predict_dir") else (
+        "--data.predict_path FILE (inputs without targets)" if hasattr(data, "predict_path") else "")
+    if new_inputs:
+        lines += [f"Predict the test split, or new inputs with {new_inputs} added (predictions.csv in a new run folder):",
+                  "  " + command("predict")]
+    rank_zero_info("\n".join(lines))
+
+
+def save_runs_under_default_root_dir(trainer_config: Any) -> None:
+    """``--trainer.default_root_dir DIR`` moves the whole run: a logger whose ``save_dir`` is still
+    the base config's ``runs`` writes under DIR instead. (Lightning's loggers keep their own
+    ``save_dir``, so without this DIR would only receive SLURM's requeue checkpoints.) A ``save_dir``
+    given explicitly is kept."""
+    root = trainer_config.get("default_root_dir")
+    logger = trainer_config.get("logger")
+    init_args = logger.get("init_args") if hasattr(logger, "get") else None
+    if root and init_args is not None and init_args.get("save_dir") == BASE_SAVE_DIR:
+        init_args["save_dir"] = str(root)
+
+
+def remove_empty_run_folder(trainer: Trainer) -> None:
+    """After a run that failed before it trained or predicted anything, remove the run folder if it
+    holds nothing but the saved config, so that the next run is not numbered after an empty one."""
+    if trainer.logger is None or not trainer.is_global_zero:
+        return
+    folder = run_folder(trainer)
+    if not folder.is_dir() or any(p.is_dir() or p.name not in ("config.yaml", "hparams.yaml") for p in folder.iterdir()):
+        return
+    shutil.rmtree(folder)
+    if not any(folder.parent.iterdir()):
+        folder.parent.rmdir()
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
     # Lightning 2.6 calls a torch API that torch 2.14 deprecates, once per run: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # test, predict and resumed runs write to a new run folder; Lightning warns each time that the
+    # checkpoint's folder differs, which is expected here.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # main hands LightningCLI the command line itself (after with_class_defaults), which it warns about.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    # Lines Lightning prints on every run that say nothing about it (rank_zero_info logs them here).
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith(LIGHTNING_NOISE))
     try:
-        ProjectCLI(args=args)
+        ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
     except Exception as error:
         ours = find_user_error(error)
         if ours is None:

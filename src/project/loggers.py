@@ -2,7 +2,9 @@
 
 import netrc
 import os
+import shlex
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -10,7 +12,7 @@ from urllib.parse import urlparse
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 DEFAULT_HOST = "https://api.wandb.ai"
 
@@ -56,7 +58,7 @@ class AutoOfflineWandbLogger(LightningWandbLogger):
 
     Without a key, ``wandb.init`` would stop the run with an error, and with a key but no network
     it would wait for minutes; instead the run is logged to ``save_dir/wandb/offline-run-*`` and
-    one line says how to upload it later (``wandb sync``). ``WANDB_MODE`` set by the user wins.
+    the last line says how to upload it later (``wandb sync``). ``WANDB_MODE`` set by the user wins.
     Only rank 0 creates a run under DDP (Lightning's ``rank_zero_experiment``).
 
     The run's folder is Lightning's: ``{save_dir}/{project}/{run id}/`` holds the checkpoints,
@@ -79,13 +81,23 @@ class AutoOfflineWandbLogger(LightningWandbLogger):
             offline = True
             kept = " (log_model is off offline: checkpoints stay on disk)" if log_model else ""
             log_model = False
-            rank_zero_info(
-                f"W&B: offline ({reason}); the run is saved under {save_dir}/wandb{kept}: "
-                f"upload it later with `wandb sync {save_dir}/wandb/offline-run-*`"
-            )
+            rank_zero_info(f"W&B: offline ({reason}); the run is saved under {save_dir}/wandb{kept}")
+            # wandb's own lines would repeat the upload command at exit with a bare `wandb` (not on
+            # PATH outside the venv) and colour codes; finalize prints it once instead. wandb 0.31
+            # prints that footer from its service, which heeds this variable but not Settings(silent).
+            os.environ.setdefault("WANDB_SILENT", "true")
+        self.offline_reason = reason
         if rank_zero:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(project=project, name=name, save_dir=save_dir, log_model=log_model, offline=offline, **kwargs)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if self.offline_reason:
+            offline_run = Path(self.experiment.dir).parent  # wandb's offline-run-<time>-<id> folder
+            command = shlex.join([sys.executable, "-m", "wandb", "sync", str(offline_run)])
+            rank_zero_info(f"W&B: upload this run later with: {command}")
 
 
 def run_folder(trainer: Trainer) -> Path:

@@ -20,7 +20,9 @@ def plot_training_curves(series: Series, path: Path, title: str = "") -> Path:
     for axis, (label, keys) in zip(axes[0], panels):
         for key in sorted(keys):
             steps, values = zip(*series[key])
-            style = {"linewidth": 0.8, "alpha": 0.6} if key.endswith("_step") else {"marker": "o", "markersize": 3}
+            # Step values get a small marker too: a series of one point would otherwise draw nothing
+            # and leave an empty entry in the legend.
+            style = {"linewidth": 0.8, "alpha": 0.6, "marker": ".", "markersize": 2} if key.endswith("_step") else {"marker": "o", "markersize": 3}
             axis.plot(steps, values, label=key, **style)
         axis.set_xlabel("optimizer step")
         axis.set_ylabel(label)

@@ -1,7 +1,7 @@
 """Callbacks the base config adds to the Trainer beside Lightning's own."""
 
 from project.callbacks.checkpoint import LatestBestCheckpoint
-from project.callbacks.console import EpochLines
+from project.callbacks.console import EpochLines, ParameterSummary
 from project.callbacks.curves import TrainingCurves
 from project.callbacks.non_finite import NonFiniteLoss
 from project.callbacks.predictions import PredictionCSVWriter
@@ -12,4 +12,4 @@ def batch_size(batch: list) -> int:
     return len(batch[0])
 
 
-__all__ = ["EpochLines", "LatestBestCheckpoint", "NonFiniteLoss", "PredictionCSVWriter", "TrainingCurves", "batch_size"]
+__all__ = ["EpochLines", "LatestBestCheckpoint", "NonFiniteLoss", "ParameterSummary", "PredictionCSVWriter", "TrainingCurves", "batch_size"]

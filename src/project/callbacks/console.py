@@ -1,9 +1,14 @@
 """Console output that stays readable where there is no terminal (CI logs, files, pipes)."""
 
 import time
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+from rich.console import Console
+from rich.table import Table
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -34,6 +39,34 @@ class EpochLines(Callback):
             key: float(value) for key, value in trainer.callback_metrics.items()
             if value.numel() == 1 and not key.endswith("_step") and not key.startswith("perf/")
         }
-        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        # Counted from 0, as in checkpoint names (best-epoch=00-...) and Lightning's progress bar.
+        total = f" of {trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         seconds = time.perf_counter() - self._start
-        rank_zero_info(f"epoch {trainer.current_epoch + 1}{total}  {format_metrics(metrics)}  ({seconds:.1f} s)")
+        rank_zero_info(f"epoch {trainer.current_epoch} ({trainer.current_epoch + 1}{total})  {format_metrics(metrics)}  ({seconds:.1f} s)")
+
+
+class ParameterSummary(ModelSummary):
+    """Lightning's table of the model's layers and their parameter counts, without the columns and
+    lines that say nothing here: FLOPs (not measured, always 0) and train/eval mode."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        columns = [(name, values) for name, values in summary_data if name not in ("Mode", "FLOPs")]
+        table = Table(*(name or " " for name, _ in columns))
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        console = Console()
+        console.print(table)
+        frozen = total_parameters - trainable_parameters
+        console.print(
+            f"Parameters: {get_human_readable_count(trainable_parameters)} trainable, {get_human_readable_count(frozen)} frozen,"
+            f" {get_formatted_model_size(model_size)} MB"
+        )

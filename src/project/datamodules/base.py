@@ -103,6 +103,14 @@ class BaseDataModule(LightningDataModule):
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names else None
 
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input as the net receives it (after transforms), from the first sample
+        of the first split that has one; None before ``setup``."""
+        for dataset in (self.train_set, self.val_set, self.test_set, self.predict_set):
+            if dataset is not None and len(dataset):  # type: ignore[arg-type]
+                return tuple(dataset[0][0].shape)
+        return None
+
     def random_training_inputs(self) -> str | None:
         """What makes a training input differ between epochs (an augmentation), or ``None``.
 

@@ -82,8 +82,10 @@ class ImageFolderDataModule(BaseDataModule):
       ``test_fraction`` within each class, with ``split_seed``.
 
     Args:
-        data_dir: the root folder.
-        predict_dir: a folder of images (any depth) to label with ``predict``.
+        data_dir: the root folder (not read by ``predict`` with a ``predict_dir``: the class names
+            come from the checkpoint).
+        predict_dir: a folder of images (any depth) to label with ``predict``; without it,
+            ``predict`` labels the test split.
         transforms: resize, channels, augmentation and normalisation (``ImageTransforms``).
         check_images: verify every image file at setup, so a damaged file is reported before
             training starts rather than mid-epoch.
@@ -110,8 +112,6 @@ class ImageFolderDataModule(BaseDataModule):
         self.transforms = transforms or ImageTransforms()
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.check_images, self.skip_bad_images = check_images, skip_bad_images
-        if not self.data_dir.is_dir():
-            raise UserError(f"image folder not found: {self.data_dir}")
         self.split_samples: dict[str, list[tuple[str, int]]] = {}
 
     def prepare_split_samples(self) -> dict[str, list[tuple[str, int]]]:
@@ -155,20 +155,22 @@ class ImageFolderDataModule(BaseDataModule):
         return {name: [s for s in split if s[0] not in bad] for name, split in samples.items()}
 
     def setup(self, stage: str) -> None:
-        if not self.split_samples:
-            self.split_samples = self.prepare_split_samples()
-        train_transform, eval_transform = self.transforms.build(train=True), self.transforms.build(train=False)
-        self.train_set = ImageFiles(self.split_samples["train"], train_transform)
-        self.val_set = ImageFiles(self.split_samples["val"], eval_transform)
-        self.test_set = ImageFiles(self.split_samples["test"], eval_transform)
-        if stage == "predict":
-            if self.predict_dir is None:
-                raise UserError("set data.predict_dir to the folder of images to predict")
+        eval_transform = self.transforms.build(train=False)
+        if stage == "predict" and self.predict_dir is not None:
             files = scan_image_files(self.predict_dir)
             if self.check_images and (bad := unreadable_images(files)):
                 raise UserError(f"unreadable image file(s) in {self.predict_dir}: {', '.join(bad[:5])}")
             self.predict_names = files
             self.predict_set = IndexedInputs(ImageFiles([(f, -1) for f in files], eval_transform))
+            return
+        if not self.split_samples:
+            self.split_samples = self.prepare_split_samples()
+        self.train_set = ImageFiles(self.split_samples["train"], self.transforms.build(train=True))
+        self.val_set = ImageFiles(self.split_samples["val"], eval_transform)
+        self.test_set = ImageFiles(self.split_samples["test"], eval_transform)
+        if stage == "predict":
+            self.predict_names = [path for path, _ in self.split_samples["test"]]
+            self.predict_set = IndexedInputs(self.test_set)
 
     def train_targets(self) -> torch.Tensor:
         return torch.tensor([target for _, target in self.split_samples["train"]])

@@ -55,13 +55,15 @@ def _read_table(path: Path) -> np.ndarray:
 
 
 def load_tensor_file(
-    path: str, input_key: str = "x", target_key: str = "y", num_target_columns: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
+    path: str, input_key: str = "x", target_key: str | None = "y", num_target_columns: int = 1
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Read ``(inputs, targets)`` from a file.
 
     ``.pt``: a dict with ``input_key``/``target_key`` or an ``(inputs, targets)`` pair, loaded with
     ``weights_only=True``. ``.npz``: arrays ``input_key`` and ``target_key``. ``.npy`` and ``.csv``:
     a 2-D table whose last ``num_target_columns`` columns are the targets (a CSV header row is skipped).
+    Inputs alone (for ``predict``): ``target_key=None`` and ``num_target_columns=0``; then a ``.pt``
+    file may also hold a bare tensor, and a table's every column is an input.
     """
     file = Path(path)
     if not file.is_file():
@@ -72,20 +74,24 @@ def load_tensor_file(
         if file.suffix == ".pt":
             content = torch.load(file, map_location="cpu", weights_only=True)
             if isinstance(content, dict):
-                missing = [k for k in (input_key, target_key) if k not in content]
+                missing = [k for k in (input_key, target_key) if k is not None and k not in content]
                 if missing:
                     raise UserError(f"{file}: keys {missing} not found (it has {sorted(content)})")
-                inputs, targets = content[input_key], content[target_key]
+                inputs, targets = content[input_key], content.get(target_key)
+            elif target_key is None and isinstance(content, torch.Tensor):
+                inputs, targets = content, None
             elif isinstance(content, (tuple, list)) and len(content) == 2:
                 inputs, targets = content
             else:
                 raise UserError(f"{file}: expected a dict with {input_key!r}/{target_key!r} or an (inputs, targets) pair")
         elif file.suffix == ".npz":
             with np.load(file, allow_pickle=False) as arrays:
-                missing = [k for k in (input_key, target_key) if k not in arrays]
+                missing = [k for k in (input_key, target_key) if k is not None and k not in arrays]
                 if missing:
                     raise UserError(f"{file}: arrays {missing} not found (it has {sorted(arrays.files)})")
-                inputs, targets = arrays[input_key], arrays[target_key]
+                inputs, targets = arrays[input_key], arrays[target_key] if target_key is not None else None
+        elif num_target_columns == 0:
+            inputs, targets = _read_table(file), None
         else:
             table = _read_table(file)
             if not 0 < num_target_columns < table.shape[1]:
@@ -97,7 +103,10 @@ def load_tensor_file(
         raise
     except Exception as error:  # a damaged or foreign file: say which file and why
         raise UserError(f"cannot read data file {file}: {error}") from error
-    inputs, targets = torch.as_tensor(np.asarray(inputs)), torch.as_tensor(np.asarray(targets))
+    inputs = torch.as_tensor(np.asarray(inputs))
+    if targets is None:
+        return inputs, None
+    targets = torch.as_tensor(np.asarray(targets))
     if len(inputs) != len(targets):
         raise UserError(f"{file}: inputs and targets differ in length ({len(inputs)} inputs, {len(targets)} targets)")
     return inputs, targets
@@ -109,6 +118,8 @@ class TensorDataModule(BaseDataModule):
     Args:
         dataset: a scikit-learn built-in (digits, iris); or None to read ``path``.
         path: a .pt, .npz, .npy or .csv file (see ``load_tensor_file``).
+        predict_path: inputs to label with ``predict``, in a file of the same kind without targets
+            (a table of input columns only); without it, ``predict`` labels the test split.
         input_key / target_key: names of the input and target arrays in .pt and .npz files.
         num_target_columns: for .npy and .csv tables, how many trailing columns are targets.
         task: classification (integer class targets) or regression (float targets, shape N x D).
@@ -133,6 +144,7 @@ class TensorDataModule(BaseDataModule):
         self,
         dataset: str | None = "digits",
         path: str | None = None,
+        predict_path: str | None = None,
         input_key: str = "x",
         target_key: str = "y",
         num_target_columns: int = 1,
@@ -157,7 +169,7 @@ class TensorDataModule(BaseDataModule):
             raise UserError(f"unknown task {task!r}: choose classification or regression")
         if self.loader.balance_classes and task != "classification":
             raise UserError("balance_classes needs task: classification")
-        self.dataset, self.path, self.task = dataset, path, task
+        self.dataset, self.path, self.predict_path, self.task = dataset, path, predict_path, task
         self.input_key, self.target_key, self.num_target_columns = input_key, target_key, num_target_columns
         self.input_shape, self.resize_to = input_shape, resize_to
         self.standardize, self.augment = standardize, augment
@@ -177,18 +189,7 @@ class TensorDataModule(BaseDataModule):
         else:
             inputs, targets = load_tensor_file(self.path, self.input_key, self.target_key, self.num_target_columns)
             names = None
-        inputs = inputs.float()
-        if self.input_shape is not None:
-            try:
-                inputs = inputs.reshape(len(inputs), *self.input_shape)
-            except RuntimeError as error:
-                raise UserError(
-                    f"cannot reshape inputs of shape {tuple(inputs.shape[1:])} to input_shape {self.input_shape}"
-                ) from error
-        if self.resize_to is not None:
-            if inputs.ndim != 4:
-                raise UserError(f"resize_to needs image inputs (C x H x W); set input_shape (inputs are {tuple(inputs.shape[1:])})")
-            inputs = F.interpolate(inputs, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
+        inputs = self.shaped(inputs)
         if self.task == "classification":
             if targets.is_floating_point() and not torch.equal(targets, targets.round()):
                 raise UserError("classification targets must be whole class indices; use task: regression for real values")
@@ -202,7 +203,30 @@ class TensorDataModule(BaseDataModule):
             self.num_targets = targets.shape[1]
         return inputs, targets
 
+    def shaped(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Inputs as float, reshaped to ``input_shape`` and resized to ``resize_to`` when those are set."""
+        inputs = inputs.float()
+        if self.input_shape is not None:
+            try:
+                inputs = inputs.reshape(len(inputs), *self.input_shape)
+            except RuntimeError as error:
+                raise UserError(
+                    f"cannot reshape inputs of shape {tuple(inputs.shape[1:])} to input_shape {self.input_shape}"
+                ) from error
+        if self.resize_to is not None:
+            if inputs.ndim != 4:
+                raise UserError(f"resize_to needs image inputs (C x H x W); set input_shape (inputs are {tuple(inputs.shape[1:])})")
+            inputs = F.interpolate(inputs, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
+        return inputs
+
     def setup(self, stage: str) -> None:
+        if stage == "predict" and self.predict_path is not None:
+            # New inputs only: the training file is not read; standardisation statistics come from
+            # the checkpoint (load_state_dict).
+            inputs, _ = load_tensor_file(self.predict_path, self.input_key, None, 0)
+            self.predict_set = IndexedInputs(TensorDataset(self.shaped(inputs)))
+            self.predict_names = [f"row {i}" for i in range(len(self.predict_set))]
+            return
         if self.train_set is not None:
             return
         inputs, targets = self.load()
@@ -234,6 +258,14 @@ class TensorDataModule(BaseDataModule):
         copies = torch.cat([self.expand_affine(inputs[chunk], generator) for chunk in source.split(8192)])
         expanded = TensorDataset(torch.cat([inputs, copies]), torch.cat([targets, targets[source]]))
         return TensorSplit(expanded, list(range(size)))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the training split's statistics, which ``predict`` on new inputs needs."""
+        return {"mean": self.mean, "std": self.std} if self.standardize else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.standardize and state_dict.get("mean") is not None:
+            self.mean, self.std = state_dict["mean"], state_dict["std"]
 
     def random_training_inputs(self) -> str | None:
         if self.augment is not None:

@@ -1,7 +1,7 @@
 """What every training module shares: the net, the optimizer, the learning-rate schedule and resuming."""
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -16,16 +16,33 @@ from project.lightning_modules.schedules import LRSchedule, build_schedulers
 from project.lightning_modules.speed import SpeedOptions
 from project.resume import ResumeState
 
-NetFactory = Callable[[int], nn.Module]
-"""A net class from ``project.nets`` (or any ``nn.Module``) whose first argument is its number of
-outputs. The config gives its other arguments; the module fills in the outputs from the data."""
+NetFactory = Callable[[int, tuple[int, ...]], nn.Module]
+"""A net class from ``project.nets`` (or any ``nn.Module``) whose first two arguments are its number
+of outputs and the shape of one input sample. The config gives its other arguments; the module
+fills in these two from the data (or from the checkpoint it is loading)."""
+
+
+def is_plain_data(value: Any) -> bool:
+    """Numbers, strings, None and lists or dicts of them: what a checkpoint loads with weights_only=True."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain_data(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(is_plain_data(v) for v in value)
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(n) for n in shape)
 
 
 class TrainingModule(PlainHookNameWrites, LightningModule):
-    """Builds a net with as many outputs as the data asks for, and trains it with an optimizer and a schedule.
+    """Builds a net with the outputs and input shape the data asks for, and trains it with an
+    optimizer and a schedule.
 
-    Subclasses add the loss and the metrics: they implement ``build`` (net, loss and metrics for a
-    given number of outputs), ``outputs_of`` (that number for a data module) and ``evaluate``.
+    Subclasses add the loss and the metrics: they implement ``outputs_of`` (the number of outputs
+    a data module needs), ``evaluate``, and ``build`` if their metrics depend on that number.
+    Both sizes are saved in the hyperparameters, so ``test``, ``predict`` and
+    ``load_from_checkpoint`` rebuild the same net from a checkpoint.
     Epoch losses and metrics are averaged per sample over the whole epoch and across ranks under
     DDP (torchmetrics sums their states over ranks once, at epoch end); ``train/loss_step`` is this
     rank's batch loss. The optimizer is any ``torch.optim`` class given by ``class_path`` in the
@@ -33,6 +50,7 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     """
 
     flops_per_batch = None  # read by Lightning's ThroughputMonitor; unknown here
+    outputs_key = "num_outputs"  # the hyperparameter that holds the net's number of outputs
 
     def __init__(
         self,
@@ -57,18 +75,46 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
 
     # -- building ------------------------------------------------------------------------------
 
+    def build_net(self, outputs: int, input_shape: Sequence[int]) -> None:
+        """Create ``self.net`` with ``outputs`` outputs for inputs of ``input_shape``; both are saved
+        in the hyperparameters, and so in checkpoints."""
+        self.hparams[self.outputs_key] = outputs
+        self.hparams["input_shape"] = list(input_shape)
+        self.net = self.net_factory(outputs, tuple(input_shape))
+        self.build(outputs)
+
     def build(self, outputs: int) -> None:
-        """Create ``self.net`` with ``outputs`` outputs, and the loss and metrics that go with it."""
+        """Create what else depends on the number of outputs (metrics, for classification)."""
+
+    def outputs_of(self, datamodule: Any) -> int | None:
+        """How many outputs the net needs for this data module's data; None when the data does not
+        say (inputs to predict, with no targets)."""
         raise NotImplementedError
 
-    def outputs_of(self, datamodule: Any) -> int:
-        """How many outputs the net needs for this data module's data."""
-        raise NotImplementedError
+    def outputs_mismatch(self, datamodule: Any, outputs: int) -> str:
+        """The message for data that needs ``outputs`` outputs when the model was given another count."""
+        return f"the data needs {outputs} outputs but model.{self.outputs_key} is {self.hparams[self.outputs_key]}"
 
     def setup(self, stage: str) -> None:
-        # The data module is set up by now, so it knows its classes or target columns.
+        # The data module is set up by now: it knows its classes or target columns and its inputs.
+        datamodule = self.trainer.datamodule
+        given_outputs, given_shape = self.hparams.get(self.outputs_key), self.hparams.get("input_shape")
+        data_outputs = self.outputs_of(datamodule)
+        data_shape = datamodule.sample_shape() if hasattr(datamodule, "sample_shape") else None
+        if given_outputs is not None and data_outputs is not None and given_outputs != data_outputs:
+            raise UserError(self.outputs_mismatch(datamodule, data_outputs))
+        if given_shape is not None and data_shape is not None and tuple(given_shape) != tuple(data_shape):
+            raise UserError(
+                f"the data's inputs have shape {shape_text(data_shape)} but the model takes {shape_text(given_shape)} "
+                "(model.input_shape; a checkpoint keeps the shape it was trained on)"
+            )
         if self.net is None:
-            self.build(self.outputs_of(self.trainer.datamodule))
+            outputs = given_outputs if given_outputs is not None else data_outputs
+            shape = given_shape if given_shape is not None else data_shape
+            if outputs is None or shape is None:
+                missing = f"model.{self.outputs_key}" if outputs is None else "model.input_shape"
+                raise UserError(f"{type(datamodule).__name__} does not say the net's size: set {missing} (or give --ckpt_path)")
+            self.build_net(outputs, shape)
 
     def configure_model(self) -> None:
         # Lightning calls this on every device before fit/validate/test/predict, possibly more than once.
@@ -123,10 +169,19 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------------
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # From the command line every hyperparameter is plain data (the net and optimizer as
+        # class_path and init_args), which test, predict and load_from_checkpoint rebuild them from.
+        # Objects given in Python (a net class, an optimizer, an LRSchedule) are left out, so that the
+        # checkpoint still loads with weights_only=True; pass them to load_from_checkpoint instead.
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key in [key for key, value in hparams.items() if not is_plain_data(value)]:
+            del hparams[key]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Name a checkpoint of another model plainly, before Lightning's long key-mismatch dump."""
-        saved = set(checkpoint.get("state_dict", {}))
-        own = set(self.state_dict())
+        saved_state, own_state = checkpoint.get("state_dict", {}), self.state_dict()
+        saved, own = set(saved_state), set(own_state)
         missing, foreign = sorted(own - saved), sorted(saved - own)
         if missing or foreign:
             raise UserError(
@@ -134,6 +189,12 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
                 + (f" (e.g. {missing[0]})" if missing else "")
                 + f" and {len(foreign)} of its tensors are not this model's" + (f" (e.g. {foreign[0]})" if foreign else "")
             )
+        for key, tensor in saved_state.items():
+            if tuple(tensor.shape) != tuple(own_state[key].shape):
+                raise UserError(
+                    f"the checkpoint's {key} has shape {tuple(tensor.shape)} but this model's has {tuple(own_state[key].shape)}: "
+                    "it was trained with other sizes (classes, inputs) or another net"
+                )
 
     # -- optimisation --------------------------------------------------------------------------
 

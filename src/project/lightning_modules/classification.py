@@ -27,9 +27,10 @@ class ClassificationModule(TrainingModule):
     also writes a confusion matrix.
 
     Args:
-        net: the net, without its number of outputs (see ``NetFactory``).
+        net: the net, without its number of outputs and input shape (see ``NetFactory``).
         num_classes: leave it out to take the class count from the data; a count given here must
             match the data's (1 for a binary task with ``bce_with_logits``).
+        input_shape: the shape of one input; leave it out to take it from the data.
         loss: ``cross_entropy``, ``nll`` (on ``log_softmax`` of the outputs), ``bce_with_logits``, or
             any ``nn.Module`` loss by ``class_path``, called as ``loss(logits, targets)``.
         class_weights: per-class weights (cross_entropy, nll) or per-label ``pos_weight`` (bce).
@@ -41,6 +42,7 @@ class ClassificationModule(TrainingModule):
         self,
         net: NetFactory,
         num_classes: int | None = None,
+        input_shape: list[int] | None = None,
         loss: str | nn.Module = "cross_entropy",
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
@@ -50,7 +52,7 @@ class ClassificationModule(TrainingModule):
         speed: SpeedOptions = SpeedOptions(),  # noqa: B008
     ) -> None:
         super().__init__(net, optimizer, lr_schedule, speed)
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters()  # with the net's config: a checkpoint rebuilds its own net
         if num_classes is not None and num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
         if num_classes == 1 and loss != "bce_with_logits":
@@ -61,23 +63,31 @@ class ClassificationModule(TrainingModule):
         self.class_weights, self.top_k = class_weights, top_k
         self.class_names: list[str] | None = None
         self._output_width_checked = False
-        if num_classes is not None:
-            self.build(num_classes)
+        if num_classes is not None and input_shape is not None:
+            self.build_net(num_classes, input_shape)
 
-    def outputs_of(self, datamodule: Any) -> int:
+    outputs_key = "num_classes"
+
+    def outputs_of(self, datamodule: Any) -> int | None:
         names = getattr(datamodule, "class_names", None)
         if not names:
-            raise UserError(f"{type(datamodule).__name__} has no class names: set model.num_classes")
+            return None
         if self.multilabel_loss and len(names) == 2 and not getattr(datamodule, "multilabel", False):
             return 1  # two classes with a BCE loss: one logit, the probability of the second class
         return len(names)
+
+    def outputs_mismatch(self, datamodule: Any, outputs: int) -> str:
+        names = datamodule.class_names
+        return (
+            f"the data has {len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) "
+            f"but model.num_classes is {self.hparams['num_classes']}"
+            + (" (binary tasks use num_classes: 1 with 2 classes)" if self.multilabel_loss and len(names) == 2 else "")
+        )
 
     def build(self, outputs: int) -> None:
         if self.class_weights is not None and len(self.class_weights) != outputs:
             raise UserError(f"class_weights has {len(self.class_weights)} entries but num_classes is {outputs}")
         self.num_classes = outputs
-        self.hparams["num_classes"] = outputs  # saved in checkpoints: test and predict build the same net
-        self.net = self.net_factory(outputs)
         if not self.multilabel_loss:
             self.task = "multiclass"
         else:
@@ -98,17 +108,8 @@ class ClassificationModule(TrainingModule):
         self.test_confusion = ConfusionMatrix(**kwargs) if self.task != "multilabel" else None
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        names = getattr(datamodule, "class_names", None)
-        if self.net is not None and names:  # a class count given in the config or taken from a checkpoint
-            expected = 2 if self.task == "binary" else self.num_classes
-            if len(names) != expected:
-                raise UserError(
-                    f"the data has {len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) "
-                    f"but model.num_classes is {self.num_classes}"
-                    + (" (binary tasks use num_classes: 1 with 2 classes)" if self.task == "binary" else "")
-                )
         super().setup(stage)
+        names = getattr(self.trainer.datamodule, "class_names", None)
         if names:
             self.class_names = list(names)
 
@@ -132,7 +133,7 @@ class ClassificationModule(TrainingModule):
             if logits.ndim != 2 or logits.shape[1] != self.num_classes:
                 raise UserError(
                     f"the net outputs shape {tuple(logits.shape[1:])} per sample but model.num_classes is "
-                    f"{self.num_classes}: set the net's class count (e.g. model.net.num_classes) to {self.num_classes}"
+                    f"{self.num_classes}: a net class takes its number of outputs as its first argument"
                 )
             self._output_width_checked = True
         return logits

@@ -64,8 +64,8 @@ class FineTuningModule(ClassificationModule):
         # Frozen BatchNorm layers are in eval mode on purpose; Lightning would warn about them each fit.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
-    def build(self, outputs: int) -> None:
-        super().build(outputs)
+    def build_net(self, outputs: int, input_shape: Any) -> None:
+        super().build_net(outputs, input_shape)
         if not (hasattr(self.net, "backbone") and hasattr(self.net, "head")):
             raise UserError(f"fine-tuning needs a net with .backbone and .head (e.g. project.nets.TorchvisionClassifier), got {type(self.net).__name__}")
         self._set_backbone_trainable(not self.freeze_backbone)
@@ -87,6 +87,15 @@ class FineTuningModule(ClassificationModule):
                 if isinstance(module, BatchNormBase):
                     module.eval()
         return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # The checkpoint holds every weight, so the net that test, predict or a resumed fit rebuilds
+        # from its hyperparameters needs no pretrained file (and no download).
+        net = checkpoint["hyper_parameters"].get("net")
+        if isinstance(net, dict) and isinstance(net.get("init_args"), dict):
+            pretrained = {key: None for key in ("weights", "weights_path") if key in net["init_args"]}
+            checkpoint["hyper_parameters"]["net"] = {**net, "init_args": {**net["init_args"], **pretrained}}
 
     # -- optimisation -------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from project.errors import UserError
 from project.lightning_modules.base import NetFactory, TrainingModule
 from project.lightning_modules.losses import REGRESSION_LOSSES, build_loss
 from project.lightning_modules.schedules import LRSchedule
@@ -18,8 +17,9 @@ class RegressionModule(TrainingModule):
     """Trains a net whose outputs are real values; logs ``{train,val,test}/{loss,mse,mae}``.
 
     Args:
-        net: the net, without its number of outputs (see ``NetFactory``).
+        net: the net, without its number of outputs and input shape (see ``NetFactory``).
         num_outputs: leave it out to take the number of target columns from the data.
+        input_shape: the shape of one input; leave it out to take it from the data.
         loss: ``mse``, ``l1``, ``smooth_l1``, ``huber`` or any ``nn.Module`` loss by ``class_path``.
         huber_delta: the threshold of ``smooth_l1`` and ``huber``.
     """
@@ -28,6 +28,7 @@ class RegressionModule(TrainingModule):
         self,
         net: NetFactory,
         num_outputs: int | None = None,
+        input_shape: list[int] | None = None,
         loss: str | nn.Module = "mse",
         huber_delta: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -35,24 +36,20 @@ class RegressionModule(TrainingModule):
         speed: SpeedOptions = SpeedOptions(),  # noqa: B008
     ) -> None:
         super().__init__(net, optimizer, lr_schedule, speed)
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters()  # with the net's config: a checkpoint rebuilds its own net
         self.loss_fn = build_loss(loss, REGRESSION_LOSSES, huber_delta=huber_delta)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, compute_groups=False)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        if num_outputs is not None:
-            self.build(num_outputs)
+        if num_outputs is not None and input_shape is not None:
+            self.build_net(num_outputs, input_shape)
 
-    def outputs_of(self, datamodule: Any) -> int:
-        width = getattr(datamodule, "num_targets", None)
-        if width is None:
-            raise UserError(f"{type(datamodule).__name__} does not say how many targets it has: set model.num_outputs")
-        return width
+    def outputs_of(self, datamodule: Any) -> int | None:
+        return getattr(datamodule, "num_targets", None)
 
-    def build(self, outputs: int) -> None:
-        self.hparams["num_outputs"] = outputs  # saved in checkpoints: test and predict build the same net
-        self.net = self.net_factory(outputs)
+    def outputs_mismatch(self, datamodule: Any, outputs: int) -> str:
+        return f"the data has {outputs} target column(s) but model.num_outputs is {self.hparams['num_outputs']}"
 
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target = batch[0], batch[1].float()

@@ -1,37 +1,51 @@
-"""LeNet-5: conv 6-16, fully connected 120-84, for 28x28 or 32x32 inputs."""
+"""LeNet-5: conv 6-16, fully connected 120-84, for images of 16x16 pixels or more (28x28, 32x32)."""
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from project.errors import UserError
 from project.nets.init import WeightInit, initialize_weights
 
 
-def _flat_features(input_size: int) -> int:
+def _image_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(channels, height, width)``, with a clear error for inputs that are not images."""
+    if len(input_shape) != 3:
+        raise UserError(
+            f"LeNet takes images (channels x height x width), but the inputs have shape {tuple(input_shape)}"
+            " (for a table of numbers use project.nets.TwoLayerNet; tensor data can be reshaped with data.input_shape)"
+        )
+    channels, height, width = input_shape
+    return channels, height, width
+
+
+def _flat_features(height: int, width: int) -> int:
     """Width of the flattened feature map: two 5x5 valid convs, each followed by a 2x2 max-pool."""
-    side = ((input_size - 4) // 2 - 4) // 2
-    if side < 1:
-        raise ValueError(f"LeNet needs inputs of at least 16x16 pixels, got input_size={input_size}")
-    return 16 * side * side
+    rows, cols = (((side - 4) // 2 - 4) // 2 for side in (height, width))
+    if rows < 1 or cols < 1:
+        raise UserError(f"LeNet needs images of at least 16x16 pixels, got {height}x{width}")
+    return 16 * rows * cols
 
 
 class LeNet(nn.Module):
     """LeNet with explicit layers.
 
+    Args:
+        num_classes: outputs (the training module takes it from the data).
+        input_shape: ``(channels, height, width)`` of one image (taken from the data, too).
+        init: weight initialisation (``project.nets.init``).
+
     61,706 parameters for 1x32x32 inputs and 10 classes.
     """
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        input_size: int = 32,
-        init: WeightInit = "default",
-    ) -> None:
+    def __init__(self, num_classes: int, input_shape: Sequence[int], init: WeightInit = "default") -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 6, kernel_size=5)
+        channels, height, width = _image_shape(input_shape)
+        self.conv1 = nn.Conv2d(channels, 6, kernel_size=5)
         self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
         self.pool = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(_flat_features(input_size), 120)
+        self.fc1 = nn.Linear(_flat_features(height, width), 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
         self.relu = nn.ReLU()
@@ -52,16 +66,11 @@ class LeNetSequential(nn.Module):
     The two blocks make it easy to freeze the feature extractor and train only the classifier.
     """
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        init: WeightInit = "default",
-    ) -> None:
+    def __init__(self, num_classes: int, input_shape: Sequence[int], init: WeightInit = "default") -> None:
         super().__init__()
+        channels, height, width = _image_shape(input_shape)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5),
+            nn.Conv2d(channels, 6, kernel_size=5),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(6, 16, kernel_size=5),
@@ -69,7 +78,7 @@ class LeNetSequential(nn.Module):
             nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Linear(_flat_features(input_size), 120),
+            nn.Linear(_flat_features(height, width), 120),
             nn.ReLU(),
             nn.Linear(120, 84),
             nn.ReLU(),

@@ -1,5 +1,6 @@
 """A torchvision classification model (ResNet-18/34/50, ...) as a backbone with a new head."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -61,7 +62,9 @@ class TorchvisionClassifier(nn.Module):
     """``backbone`` (a torchvision model without its classifier) followed by a new ``head``.
 
     Args:
-        num_classes: outputs of the new head (the training module fills it in from the data).
+        num_classes: outputs of the new head (the training module takes it from the data).
+        input_shape: ``(channels, height, width)`` of one image (taken from the data, too). Any
+            size works (the models pool globally); they take 3-channel (RGB) images.
         name: a torchvision classification model, e.g. resnet18, resnet34, resnet50, efficientnet_b0.
         weights: a torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT``) or None.
         weights_path: a local state dict of the same torchvision model instead, loaded with
@@ -73,6 +76,7 @@ class TorchvisionClassifier(nn.Module):
     def __init__(
         self,
         num_classes: int,
+        input_shape: Sequence[int],
         name: str = "resnet18",
         weights: str | None = "IMAGENET1K_V1",
         weights_path: str | None = None,
@@ -80,6 +84,8 @@ class TorchvisionClassifier(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if len(input_shape) != 3 or input_shape[0] != 3:
+            raise UserError(f"{name} takes RGB images (3 x height x width), but the inputs have shape {tuple(input_shape)}: set data.transforms.channels: 3")
         if weights in ("None", "null", "none", ""):  # `--model.net.weights=null` arrives as a string
             weights = None
         if weights and weights_path:

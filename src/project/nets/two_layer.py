@@ -1,5 +1,8 @@
 """A two-layer perceptron: ``Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out)``."""
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -9,13 +12,19 @@ from project.nets.init import WeightInit, initialize_weights
 class TwoLayerNet(nn.Module):
     """A one-hidden-layer perceptron for flat feature vectors (classification or regression).
 
-    Inputs with more than two dimensions (for example 1x8x8 images) are flattened first. ``d_out``
-    comes first: the training module fills it in from the data (classes or target columns).
+    Inputs with more than one dimension (for example 1x8x8 images) are flattened first.
+
+    Args:
+        d_out: outputs (the training module takes them from the data: classes or target columns).
+        input_shape: the shape of one input (taken from the data, too); ``d_in`` is its size.
+        hidden: width of the hidden layer.
+        init: weight initialisation (``project.nets.init``).
     """
 
-    def __init__(self, d_out: int, d_in: int, hidden: int, init: WeightInit = "default") -> None:
+    def __init__(self, d_out: int, input_shape: Sequence[int], hidden: int = 100, init: WeightInit = "default") -> None:
         super().__init__()
-        self.linear1 = nn.Linear(d_in, hidden)
+        self.d_in = math.prod(input_shape)
+        self.linear1 = nn.Linear(self.d_in, hidden)
         self.linear2 = nn.Linear(hidden, d_out)
         initialize_weights(self, init)
 

@@ -1,0 +1,78 @@
+"""Command-line conveniences beyond jsonargparse: a class named on the command line starts from
+its own defaults, and a misspelt option is answered with the nearest valid one."""
+
+import difflib
+import importlib
+import inspect
+import json
+import re
+from typing import Any
+
+from jsonargparse import ArgumentParser
+
+
+def with_class_defaults(args: list[str]) -> list[str]:
+    """A class named on the command line under ``--model`` (``--model.optimizer torch.optim.SGD``)
+    starts from its own defaults.
+
+    jsonargparse keeps every option of the class being replaced that the new class also takes
+    (AdamW's ``weight_decay: 0.01`` would go to SGD, seen only in ``--print_config``). Here such an
+    argument is handed on with the new class's defaults written out; options given after it still
+    override them.
+    """
+    expanded, position = [], 0
+    while position < len(args):
+        arg = args[position]
+        key, has_value, value = arg.partition("=")
+        if not has_value and position + 1 < len(args):
+            value = args[position + 1]
+        defaults = class_defaults(value) if key.startswith("--model.") and not key.endswith(".help") else None
+        if defaults is None:
+            expanded.append(arg)
+        else:
+            expanded.append(f"{key}={json.dumps({'class_path': value, 'init_args': defaults})}")
+            position += 0 if has_value else 1
+        position += 1
+    return expanded
+
+
+def class_defaults(path: str) -> dict[str, Any] | None:
+    """The default of each argument of the class at the dotted ``path`` that has a plain default;
+    None when ``path`` does not name an importable class."""
+    module, _, name = path.rpartition(".")
+    if not module or not re.fullmatch(r"[\w.]+", path):
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(cls).parameters.values() if inspect.isclass(cls) else None
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return None
+    if parameters is None:
+        return None
+    plain = (bool, int, float, str, type(None), tuple, list)
+    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for p in parameters if p.default is not p.empty and isinstance(p.default, plain)}
+
+
+def misspelt_option(message: str, parser: ArgumentParser) -> tuple[str, str] | None:
+    """``(option given, nearest valid option)`` for a misspelt option, worked out from jsonargparse's
+    message (its wording checked with jsonargparse 4.53); None when the message does not say which
+    option, or nothing valid is near it."""
+    unknown = re.search(r"unrecognized arguments: --([\w.]+)|Option '([\w.]+)' is not accepted", message)
+    if unknown is None:
+        return None
+    typo = unknown.group(1) or unknown.group(2)
+    classes = re.findall(r"class_path '([\w.]+)'", message)
+    if classes:  # inside a class given by class_path: its own arguments are the candidates
+        prefix = ".".join(re.findall(r'Parser key "([\w.]+)"', message)) + "."
+        module, _, name = classes[-1].rpartition(".")
+        try:
+            names = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+        except (ImportError, AttributeError, ValueError, TypeError):
+            return None
+        head, _, rest = typo.partition(".")
+        match = difflib.get_close_matches(head, names, n=1)
+        return (prefix + typo, f"{prefix}{match[0]}{'.' + rest if rest else ''}") if match else None
+    known = [key for key in parser.get_defaults().keys() if not key.startswith(("config", "__"))]
+    match = difflib.get_close_matches(typo, known, n=1)
+    return (typo, match[0]) if match else None

@@ -1,0 +1,131 @@
+"""The README's path from your own data to predictions, through the real command line: fit with no
+size flags, then the test and predict commands that fit prints, pasted as they are."""
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, make_image_tree, read_csv, train_py, write_png
+
+CLASSES = ("blue", "green", "red")
+
+
+def image_data(root: Path) -> tuple[list[str], list[str]]:
+    """A 3-class image folder and a folder of 4 new images; the fit and predict arguments for them."""
+    make_image_tree(root / "mydata", classes=CLASSES, per_class=12)
+    for i in range(4):
+        write_png(root / "new_images" / f"new{i}.png", i % 2, "RGB", seed=50 + i)
+    return (["--config", str(REPO / "configs" / "lenet_imagefolder.yaml"), "--data.data_dir", "mydata", "--trainer.max_epochs=2"],
+            ["--data.predict_dir", "new_images"])
+
+
+def table_class(features: np.ndarray) -> np.ndarray:
+    return np.digitize(features[:, 0] - features[:, 1], [-2.0, 2.0])
+
+
+def table_data(root: Path) -> tuple[list[str], list[str]]:
+    """A CSV of 4 feature columns and a class column (3 classes), far from zero so that predict is
+    only right with the training statistics from the checkpoint; and 4 new rows without a class,
+    well inside their classes."""
+    features = np.random.default_rng(0).normal(size=(300, 4)) * 3 + 100
+    np.savetxt(root / "table.csv", np.c_[features, table_class(features)], delimiter=",", header="a,b,c,d,class", comments="")
+    new = np.array([[91.0, 100, 100, 100], [100, 100, 97, 103], [109, 100, 100, 100], [100, 110, 100, 100]])
+    np.savetxt(root / "new.csv", new, delimiter=",", header="a,b,c,d", comments="")
+    return (["--config", str(REPO / "configs" / "two_layer_table.yaml"), "--data.path", "table.csv"],
+            ["--data.predict_path", "new.csv"])
+
+
+def printed_command(output: str, after: str) -> list[str]:
+    """The command on the line after the line that starts with ``after``."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(after))
+    return shlex.split(lines[start + 1])
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=os.environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make_data", [image_data, table_data], ids=["image folder", "csv table"])
+def test_fit_then_the_printed_test_and_predict_commands_run_as_pasted(make_data, tmp_path):
+    fit_args, new_inputs = make_data(tmp_path)
+    fit = train_py("fit", *fit_args, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    output = fit.stdout + fit.stderr
+    for noise in ("💡 Tip", "Total FLOPs", "Modules in train mode", "1 epochs", "Trainer already configured"):
+        assert noise not in output
+
+    test_command = printed_command(output, "Test it:")
+    assert test_command[0] == sys.executable  # the interpreter that ran fit, not whichever `python` is first on PATH
+    test = run(test_command, tmp_path)
+    assert "test/acc" in test.stdout
+
+    predict_command = printed_command(output, "Predict the test split")
+    run(predict_command, tmp_path)  # the test split
+    run([*predict_command, *new_inputs], tmp_path)
+
+    runs = sorted((tmp_path / "runs").glob("*/version_*"))
+    assert [r.name for r in runs] == ["version_0", "version_1", "version_2", "version_3"]
+    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert (runs[1] / "confusion_matrix.csv").is_file()
+    test_split_rows = read_csv(runs[2] / "predictions.csv")
+    new_rows = read_csv(runs[3] / "predictions.csv")
+    assert len(new_rows) == 4 and len(test_split_rows) >= 3
+    if make_data is image_data:
+        assert {row["predicted_class"] for row in new_rows} <= set(CLASSES)
+        assert [Path(row["input"]).name for row in new_rows] == [f"new{i}.png" for i in range(4)]
+    else:  # right only if predict standardises with the training split's statistics
+        expected = table_class(np.loadtxt(tmp_path / "new.csv", delimiter=",", skiprows=1))
+        assert [int(row["predicted_class"]) for row in new_rows] == expected.tolist()
+
+
+@pytest.mark.slow
+def test_predict_needs_only_the_checkpoint_and_the_new_images(tmp_path):
+    """No training folder, no --config: class names, class count and net sizes come from the checkpoint."""
+    fit_args, new_inputs = image_data(tmp_path)
+    fit = train_py("fit", *fit_args, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    best = printed_command(fit.stdout + fit.stderr, "Test it:")[-1]
+    (tmp_path / "mydata").rename(tmp_path / "moved")
+    predict = train_py("predict", "--config", str(REPO / "configs" / "lenet_imagefolder.yaml"), "--ckpt_path", best,
+                       *new_inputs, cwd=tmp_path)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    rows = read_csv(next((tmp_path / "runs").glob("*/version_1/predictions.csv")))
+    assert len(rows) == 4 and {row["predicted_class"] for row in rows} <= set(CLASSES)
+
+
+def test_sizes_and_standardisation_come_back_from_the_checkpoint(tmp_path):
+    """The class count and input shape are hyperparameters, so load_from_checkpoint rebuilds the net."""
+    from lightning.pytorch import Trainer
+
+    from project.datamodules import LoaderOptions, TensorDataModule
+    from project.lightning_modules import ClassificationModule
+    from project.nets import TwoLayerNet
+
+    features = np.random.default_rng(0).normal(size=(60, 5)) + 50
+    np.savetxt(tmp_path / "table.csv", np.c_[features, np.arange(60) % 3], delimiter=",")
+    data = TensorDataModule(dataset=None, path=str(tmp_path / "table.csv"), standardize=True,
+                            loader=LoaderOptions(batch_size=16))
+    module = ClassificationModule(TwoLayerNet)
+    trainer = Trainer(max_epochs=1, logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+
+    restored = ClassificationModule.load_from_checkpoint(path, net=TwoLayerNet)
+    assert restored.hparams["num_classes"] == 3 and restored.hparams["input_shape"] == [5]
+    assert torch.equal(restored.net.linear1.weight, module.net.linear1.weight)
+    np.savetxt(tmp_path / "new.csv", features[:3], delimiter=",")
+    new = TensorDataModule(dataset=None, path="unused.csv", predict_path=str(tmp_path / "new.csv"), standardize=True)
+    trainer.predict(restored, datamodule=new, ckpt_path=path)
+    assert torch.equal(new.mean, data.mean) and torch.equal(new.std, data.std)
