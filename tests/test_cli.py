@@ -151,6 +151,9 @@ BAD_INPUTS = {
     "checkpoint with other sizes": (
         lambda t: [f"--ckpt_path={net_checkpoint(t, LeNet(3, (3, 32, 32)))}"],
         "the checkpoint's net.fc3.weight has shape (3, 84) but this model's has (2, 84)"),
+    "drop_last with a batch larger than the data": (
+        lambda t: ["--data.loader.drop_last=true", "--data.loader.global_batch_size=64"],
+        "data.loader.drop_last would drop every training sample: the training split has 8 samples"),
     "unknown loss": (lambda t: ["--model.loss=hinge"], "unknown loss 'hinge'"),
     "unknown schedule": (lambda t: ["--model.lr_schedule.name=exponential"], "unknown lr schedule 'exponential'"),
     "uneven tensor file": (
@@ -215,7 +218,17 @@ def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and message in err, err
     assert "Traceback" not in err
-    assert tree_fingerprint(tmp_path / "runs") == earlier_run  # kept whole, and no empty folder of the failed run
+    assert tree_fingerprint(tmp_path / "runs") == earlier_run  # kept whole
+    folders = {str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*") if p.is_dir()}
+    assert folders == {"lenet_imagefolder", "lenet_imagefolder/version_0", "lenet_imagefolder/version_0/checkpoints"}
+
+
+def test_testing_an_empty_test_split_is_refused(image_tree, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--config", IMAGE_CONFIG, f"--data.data_dir={image_tree}", "--data.test_fraction=0", *QUIET])
+    assert exit_info.value.code == 2
+    assert "error: the test split is empty (data.test_fraction is 0 and there is no test folder)" in capsys.readouterr().err
 
 
 def test_default_root_dir_moves_the_whole_run(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from project.errors import UserError
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 # The two-layer net (no BatchNorm, no dropout) on the 1,258 training digits: a global batch of 74
-# is 17 steps per epoch, 37 per rank on 2 ranks, and two accumulated micro-batches of 37.
+# is 17 steps per epoch, 37 per rank on 2 ranks.
 RECIPE = [
     "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=2",
     "--trainer.accelerator=cpu", "--data.loader.global_batch_size=74", *QUIET,
@@ -72,25 +72,6 @@ def test_two_ddp_processes_train_the_weights_of_one_process_with_the_same_global
     for ours, reference in zip(validation_rows(ddp), validation_rows(one_process), strict=True):
         assert ours["val/acc"] == reference["val/acc"]  # 180 samples split 90/90: each counted once
         assert float(ours["val/loss"]) == pytest.approx(float(reference["val/loss"]), abs=1e-6)
-
-
-@pytest.mark.slow
-def test_accumulating_two_half_batches_trains_the_weights_of_the_full_batch(one_process, tmp_path):
-    result = train_py("fit", *RECIPE, "--trainer.accumulate_grad_batches=2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert_same_weights(weights(tmp_path / RUN / "version_0"), weights(one_process))
-
-
-@pytest.mark.slow
-def test_accumulation_under_ddp_trains_the_weights_of_one_process(tmp_path):
-    # Global batch 148 = 2 ranks x 2 micro-batches of 37; 8 full steps per epoch (16 micro-batches).
-    reference = train_py("fit", *RECIPE, "--data.loader.global_batch_size=148", "--trainer.limit_train_batches=8",
-                         cwd=tmp_path / "one")
-    assert reference.returncode == 0, reference.stderr
-    ddp = train_py("fit", *RECIPE, *TWO_DDP, "--data.loader.global_batch_size=148", "--trainer.limit_train_batches=16",
-                   "--trainer.accumulate_grad_batches=2", cwd=tmp_path / "ddp")
-    assert ddp.returncode == 0, ddp.stderr
-    assert_same_weights(weights(tmp_path / "ddp" / RUN / "version_0"), weights(tmp_path / "one" / RUN / "version_0"))
 
 
 @pytest.mark.slow
@@ -284,3 +265,54 @@ def test_the_slurm_script_trains_under_slurm_variables(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / RUN / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+# The default job as it is: 1,257 training digits, a global batch of 64 (19 full steps and one of
+# 41), random augmentation off so that every variant sees the same inputs.
+DIGITS = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--data.augment=null", "--trainer.max_epochs=3",
+          "--trainer.accelerator=cpu", *QUIET]
+VARIANTS = {
+    "accumulate 2": ["--trainer.accumulate_grad_batches=2"],
+    "accumulate 4": ["--trainer.accumulate_grad_batches=4"],
+    "2 ddp processes": TWO_DDP,
+    "2 ddp processes, accumulate 2": [*TWO_DDP, "--trainer.accumulate_grad_batches=2"],
+}
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    return [float(r["train/loss"]) for r in read_csv(run_dir / "metrics.csv") if r.get("train/loss")]
+
+
+@pytest.fixture(scope="module")
+def digits_one_process(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("digits_one_process")
+    result = train_py("fit", *DIGITS, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "runs" / "lenet_digits" / "version_0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_default_job_trains_the_same_weights_with_accumulation_and_ddp_although_nothing_divides(
+        variant, digits_one_process, tmp_path):
+    """Every sample counts alike: the short last step (41 samples) weighs as much per sample as a
+    full one, and the sample that repeats to give two ranks as many counts zero."""
+    result = train_py("fit", *DIGITS, *VARIANTS[variant], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "lenet_digits" / "version_0"
+    assert_same_weights(weights(run), weights(digits_one_process))
+    assert train_losses(run) == pytest.approx(train_losses(digits_one_process), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_drop_last_leaves_out_the_same_samples_on_one_process_and_on_two_with_accumulation(tmp_path):
+    """1,257 samples in global batches of 64: drop_last leaves 19 full steps (1,216 samples) however
+    the global batch is split."""
+    runs = {}
+    for name, extra in (("one", []), ("ddp", [*TWO_DDP, "--trainer.accumulate_grad_batches=2"])):
+        result = train_py("fit", *DIGITS, "--trainer.max_epochs=1", "--data.loader.drop_last=true", *extra, cwd=tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        runs[name] = tmp_path / name / "runs" / "lenet_digits" / "version_0"
+    steps = {name: torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] for name, run in runs.items()}
+    assert steps == {"one": 19, "ddp": 19}
+    assert_same_weights(weights(runs["ddp"]), weights(runs["one"]))

@@ -223,3 +223,32 @@ def test_a_fine_tuned_checkpoint_tests_offline_without_the_pretrained_weights(pl
                           env={**os.environ, "TORCH_HOME": str(tmp_path / "no_weights_here")})
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/acc" in test.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "drop_last"), [("head only", False), ("unfreeze at 1", True)])
+def test_an_image_folder_that_does_not_divide_trains_alike_with_accumulation_and_ddp(mode, drop_last, planted, images, tmp_path):
+    """36 training images in global batches of 8 (4 full steps and one of 4, or 4 with drop_last):
+    one process, accumulation 2, and 2 DDP processes with accumulation 2 end with the same weights."""
+    env = {**os.environ, "TORCH_HOME": str(planted[0])}
+    config = "resnet_finetune_unfreeze.yaml" if mode == "unfreeze at 1" else "resnet_finetune.yaml"
+    common = [
+        "--config", str(REPO / "configs" / config), f"--data.data_dir={images}", "--data.transforms.image_size=32",
+        "--data.transforms.random_crop_padding=0", "--data.transforms.horizontal_flip=0.0",
+        "--data.val_fraction=0.25", "--data.test_fraction=0.0", "--data.loader.num_workers=0",
+        "--data.loader.global_batch_size=8", f"--data.loader.drop_last={drop_last}", "--trainer.max_epochs=3",
+        "--trainer.accelerator=cpu", *QUIET, *(["--model.unfreeze_at_epoch=1"] if mode == "unfreeze at 1" else []),
+    ]
+    variants = {"one": [], "accumulate 2": ["--trainer.accumulate_grad_batches=2"],
+                "2 ddp, accumulate 2": ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accumulate_grad_batches=2"]}
+    results = {}
+    for name, extra in variants.items():
+        cwd = tmp_path / name.replace(" ", "_").replace(",", "")
+        result = train_py("fit", *common, *extra, cwd=cwd, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        [checkpoint] = cwd.glob("runs/*/version_0/checkpoints/last.ckpt")
+        results[name] = torch.load(checkpoint, weights_only=False)
+    assert {r["global_step"] for r in results.values()} == {12 if drop_last else 15}
+    for name in ("accumulate 2", "2 ddp, accumulate 2"):
+        for key, value in results["one"]["state_dict"].items():
+            assert torch.allclose(value.float(), results[name]["state_dict"][key].float(), atol=1e-5, rtol=0), (name, key)

@@ -73,17 +73,23 @@ def test_a_mid_epoch_crash_resumes_at_the_step_and_ends_with_the_weights_of_an_u
 
 
 @pytest.mark.slow
-def test_resume_auto_passes_over_a_damaged_newest_checkpoint(tmp_path):
+def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint(tmp_path):
     first = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     checkpoints = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints"
     damaged = checkpoints / "zz-newest.ckpt"
     damaged.write_bytes((checkpoints / "last.ckpt").read_bytes()[:5000])  # as if cut off mid-write
     os.utime(damaged, (time.time() + 60, time.time() + 60))
+    weights_only = checkpoints / "zz-weights.ckpt"  # as ModelCheckpoint(save_weights_only=True) writes it
+    whole = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    torch.save({k: v for k, v in whole.items() if k in ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops")},
+               weights_only)
+    os.utime(weights_only, (time.time() + 30, time.time() + 30))
     resumed = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=2", "--resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     output = resumed.stdout + resumed.stderr
     assert f"Skipping unreadable checkpoint {damaged.relative_to(tmp_path)}" in output
+    assert f"Skipping weights-only checkpoint {weights_only.relative_to(tmp_path)}" in output
     assert "Resuming from runs/two_layer_digits/version_0/checkpoints/" in output
     assert last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_1")["epoch"] == 1
 

@@ -129,7 +129,8 @@ def checkpoint_root(trainer_config: Any) -> Path:
 
 def newest_checkpoint(trainer_config: Any) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint under the run folders that reads as a whole training checkpoint, with
-    its contents; damaged ones (a crash mid-write) are named and passed over."""
+    its contents; damaged ones (a crash mid-write) and weights-only ones (``save_weights_only``:
+    no optimizer state to continue from) are named and passed over."""
     root = checkpoint_root(trainer_config)
     for path in sorted(root.glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
@@ -137,9 +138,10 @@ def newest_checkpoint(trainer_config: Any) -> tuple[Path, dict[str, Any]] | None
         except UserError:
             rank_zero_info(f"Skipping unreadable checkpoint {path}")
             continue
-        if "loops" in content:
+        if "loops" in content and "optimizer_states" in content:
             rank_zero_info(f"Resuming from {path}")
             return path, content
+        rank_zero_info(f"Skipping weights-only checkpoint {path} (it cannot continue training)")
     rank_zero_info(f"No checkpoint under {root} to resume from: starting afresh")
     return None
 

@@ -1,7 +1,9 @@
 """What every data module shares: DataLoader options, batch-size arithmetic, samplers and predict indexing."""
 
+import math
 import os
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,27 +34,59 @@ class IndexedInputs(Dataset):
 
 
 class ResumableSampler(DistributedSampler):
-    """A seeded ``DistributedSampler`` that can begin one epoch part-way through.
+    """A seeded shuffle, the same permutation on 1 or N processes, cut into one slice per rank.
 
-    Resuming from a checkpoint written mid-epoch, Lightning restores the step and batch counters
-    but iterates the loader from its start again. ``resume_at`` makes the next pass over ``epoch``
-    leave out the samples already trained on, so the run continues with exactly the batches an
-    uninterrupted run would have seen next.
+    Rank ``r`` takes every ``world_size``-th sample of the permutation, so the union of the ranks'
+    ``i``-th batches is exactly the ``i``-th batch of one process with the global batch size.
+    Beyond ``DistributedSampler`` it
+
+    - drops the last incomplete *global* batch (one optimizer step's samples over all ranks and
+      accumulated batches) with ``drop_last``, before slicing, so 1 and N processes, with or
+      without accumulation, run the same steps and leave out the same samples;
+    - says, for each batch it yields, how many of its samples are real (the few that repeat only to
+      give every rank as many count zero) and how many real samples the whole optimizer step holds
+      over all ranks and accumulated batches (``batch_weights``, read by the training module);
+    - can begin one epoch part-way through (``resume_at``): resuming from a checkpoint written
+      mid-epoch, Lightning restores its counters but iterates the loader from its start again, so
+      the samples already trained on are left out here.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, batch_size: int,
+                 accumulate: int = 1, drop_last: bool = False) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.accumulate = batch_size, accumulate
+        global_batch = batch_size * num_replicas * accumulate  # samples per optimizer step
+        self.kept = len(dataset) // global_batch * global_batch if drop_last else len(dataset)  # type: ignore[arg-type]
+        self.num_samples = math.ceil(self.kept / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.batch_weights: deque[tuple[int, int]] = deque()
         self._resume: tuple[int, int] | None = None
 
     def resume_at(self, epoch: int, samples_done: int) -> None:
         self._resume = (epoch, samples_done)
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)  # DistributedSampler's permutation
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()[: self.kept]  # type: ignore[arg-type]
+        while len(order) < self.total_size:  # as DistributedSampler: repeat the first ones to even out the ranks
+            order += order[: self.total_size - len(order)]
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        start = 0
         if self._resume is not None and self._resume[0] == self.epoch:
-            indices = indices[self._resume[1] :]
+            start = self._resume[1]
             self._resume = None
-        return iter(indices)
+        self.batch_weights = deque(self._weights(first_batch=start // self.batch_size))
+        return iter(mine[start:])
+
+    def _weights(self, first_batch: int) -> list[tuple[int, int]]:
+        """``(real samples in the batch on this rank, real samples in its optimizer step)`` per batch."""
+        real_here = math.ceil(max(0, self.kept - self.rank) / self.num_replicas)
+        per_step = self.batch_size * self.num_replicas * self.accumulate
+        batches = math.ceil(self.num_samples / self.batch_size)
+        return [(max(0, min((j + 1) * self.batch_size, real_here) - j * self.batch_size),
+                 min(self.kept, (j // self.accumulate + 1) * per_step) - j // self.accumulate * per_step)
+                for j in range(first_batch, batches)]
 
 
 @dataclass
@@ -73,7 +107,7 @@ class LoaderOptions:
     persistent_workers: bool = False
     """Keep workers alive between epochs (only with num_workers > 0)."""
     drop_last: bool = False
-    """Drop the last incomplete training batch."""
+    """Drop the last incomplete global training batch (the same samples on 1 or N devices)."""
     balance_classes: bool = False
     """Draw training samples with a WeightedRandomSampler so each class is seen equally often."""
 
@@ -146,24 +180,38 @@ class BaseDataModule(LightningDataModule):
         return self.loader.global_batch_size // shares
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self._train_sampler(), drop_last=self.loader.drop_last)
+        world_size, _, accumulate = self._world()
+        global_batch = self.batch_size_per_device() * world_size * accumulate
+        if self.loader.drop_last and self.train_set is not None and len(self.train_set) < global_batch:  # type: ignore[arg-type]
+            raise UserError(
+                f"data.loader.drop_last would drop every training sample: the training split has {len(self.train_set)}"  # type: ignore[arg-type]
+                f" samples, fewer than one global batch of {global_batch}"
+            )
+        sampler = self._train_sampler()
+        # ResumableSampler drops the last incomplete batch itself, alike on 1 and N processes.
+        return self._loader(self.train_set, sampler, drop_last=self.loader.drop_last and not isinstance(sampler, ResumableSampler))
+
+    def next_train_batch_weights(self) -> tuple[int, int] | None:
+        """For the training batch about to be used: ``(its real samples, the real samples of its
+        whole optimizer step over all ranks)``, or None when the sampler does not say
+        (``balance_classes``), in which case every batch counts alike."""
+        sampler = self._train_sampler_in_use
+        return sampler.batch_weights.popleft() if sampler is not None and sampler.batch_weights else None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self._evaluation_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
+        if self.test_set is not None and len(self.test_set) == 0:  # type: ignore[arg-type]
+            raise UserError("the test split is empty (data.test_fraction is 0 and there is no test folder): nothing to test")
         return self._loader(self.test_set, self._evaluation_sampler(self.test_set))
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, self._evaluation_sampler(self.predict_set))
 
     def _train_sampler(self) -> Sampler | None:
-        """A seeded shuffle that is the same permutation on 1 or N processes, cut into one slice per rank.
-
-        Rank ``r`` takes every ``world_size``-th sample of the permutation, so the union of the ranks'
-        ``i``-th batches is exactly the ``i``-th batch of one process with the global batch size: DDP
-        then trains the same model as one device. Lightning calls ``set_epoch`` for a new order each epoch.
-        """
+        """``ResumableSampler``, so that DDP trains the same model as one device; Lightning calls
+        ``set_epoch`` for a new order each epoch."""
         world_size, rank, _ = self._world()
         if self.loader.balance_classes:
             # Lightning shards this one across ranks itself (DistributedSamplerWrapper).
@@ -174,7 +222,11 @@ class BaseDataModule(LightningDataModule):
         if self.train_set is None:
             return None
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
-        self._train_sampler_in_use = ResumableSampler(self.train_set, num_replicas=world_size, rank=rank, seed=seed)
+        _, _, accumulate = self._world()
+        self._train_sampler_in_use = ResumableSampler(
+            self.train_set, num_replicas=world_size, rank=rank, seed=seed, batch_size=self.batch_size_per_device(),
+            accumulate=accumulate, drop_last=self.loader.drop_last,
+        )
         self._apply_resume_position()
         return self._train_sampler_in_use
 

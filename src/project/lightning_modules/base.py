@@ -128,7 +128,7 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     # -- steps ---------------------------------------------------------------------------------
 
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(loss, predictions, targets)`` for a batch, in the form the metrics take."""
+        """Return ``(loss of each sample, predictions, targets)`` for a batch, in the form the metrics take."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,15 +140,31 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     # steps whose metrics the logger writes (every `log_every_n_steps` optimizer steps).
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, preds, target = self.evaluate(batch)
-        self.train_loss.update(loss.detach(), weight=len(target))
-        self.train_metrics.update(preds, target)
+        losses, preds, target = self.evaluate(batch)
+        real, step_total = self._sample_counts(len(losses))
+        if real < len(losses):  # samples repeated only to give every rank as many batches count zero
+            losses, preds, target = losses[:real], preds[:real], target[:real]
+        if real:
+            self.train_loss.update(losses.detach())
+            self.train_metrics.update(preds, target)
         if batch_idx == 0:
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
             self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+            self.log("train/loss_step", losses.detach().mean(), on_step=True, on_epoch=False, prog_bar=True)
+        # Each sample's loss over the samples of the whole optimizer step (all accumulated batches, all
+        # ranks): Lightning divides the returned loss by accumulate_grad_batches and DDP averages the
+        # gradients over the ranks, so both are multiplied back. A step of k batches of b then equals
+        # one batch of k*b, also when the last batch is short, and N ranks equal one process.
+        return losses.sum() * (self.trainer.accumulate_grad_batches * self.trainer.world_size / step_total)
+
+    def _sample_counts(self, batch_size: int) -> tuple[int, int]:
+        """``(real samples in this batch, real samples in its optimizer step)``, from the data module's
+        sampler; without one, every batch counts as full."""
+        counts = getattr(self.trainer.datamodule, "next_train_batch_weights", lambda: None)()
+        if counts is None:
+            return batch_size, batch_size * self.trainer.accumulate_grad_batches * self.trainer.world_size
+        return counts
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluation_step(batch, batch_idx, "val", self.val_loss, self.val_metrics)
@@ -159,8 +175,8 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     def _evaluation_step(
         self, batch: Any, batch_idx: int, stage: str, mean_loss: MeanMetric, metrics: MetricCollection
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, preds, target = self.evaluate(batch)
-        mean_loss.update(loss, weight=len(target))
+        losses, preds, target = self.evaluate(batch)
+        mean_loss.update(losses)  # the mean over every sample of the epoch
         metrics.update(preds, target)
         if batch_idx == 0:  # every rank has a first batch, also with uneven shards under DDP
             self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)

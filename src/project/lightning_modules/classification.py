@@ -9,7 +9,7 @@ from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MetricCollection
 
 from project.errors import UserError
 from project.lightning_modules.base import NetFactory, TrainingModule
-from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss
+from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss, per_sample
 from project.lightning_modules.reports import report_confusion_matrix
 from project.lightning_modules.schedules import LRSchedule
 from project.lightning_modules.speed import SpeedOptions
@@ -117,11 +117,11 @@ class ClassificationModule(TrainingModule):
         x, target = batch[0], batch[1]
         logits = self._checked_logits(x)
         if self.task == "multiclass":
-            return self.loss_fn(logits, target), logits, target
+            return per_sample(self.loss_fn(logits, target)), logits, target
         if self.task == "binary":
             logits = logits.squeeze(-1)
         # Probabilities, not logits: torchmetrics would read logits that all fall in [0, 1] as probabilities.
-        return self.loss_fn(logits, target.float()), logits.sigmoid(), target.long()
+        return per_sample(self.loss_fn(logits, target.float())), logits.sigmoid(), target.long()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of a batch of inputs (subclasses may take other inputs, e.g. cached features)."""

@@ -1,4 +1,8 @@
-"""Loss functions chosen by name from the config."""
+"""Loss functions chosen by name from the config, giving one loss per sample.
+
+The training module weighs each sample's loss by the number of samples in its whole optimizer step
+(all accumulated batches, all ranks), so every loss here is built with ``reduction="none"``.
+"""
 
 from collections.abc import Sequence
 
@@ -29,8 +33,9 @@ def build_loss(
     label_smoothing: float = 0.0,
     huber_delta: float = 1.0,
 ) -> nn.Module:
-    """Return the loss module called ``name``; ``allowed`` lists the names the calling module supports.
-    A loss module given instead of a name (``class_path`` in the config) is used as it is.
+    """Return the loss module called ``name``, with ``reduction="none"``; ``allowed`` lists the names
+    the calling module supports. A loss module given instead of a name (``class_path`` in the
+    config) is used with its ``reduction`` set to ``"none"``.
 
     ``class_weights`` weighs classes for cross_entropy and nll, and is the per-label
     ``pos_weight`` for bce_with_logits. ``label_smoothing`` applies to cross_entropy only.
@@ -38,6 +43,10 @@ def build_loss(
     if isinstance(name, nn.Module):
         if class_weights is not None or label_smoothing:
             raise UserError("class_weights and label_smoothing go with the named losses; give them to your loss class instead")
+        if not hasattr(name, "reduction"):
+            raise UserError(f"{type(name).__name__} has no `reduction` option: the loss must give one value per sample "
+                            "(reduction='none', as torch.nn's losses do) so that samples can be weighted")
+        name.reduction = "none"
         return name
     if name not in allowed:
         raise UserError(f"unknown loss {name!r}: choose one of {', '.join(allowed)}")
@@ -47,15 +56,20 @@ def build_loss(
     if weight is not None and name not in CLASSIFICATION_LOSSES:
         raise UserError(f"class_weights apply to classification losses only, not to {name!r}")
     if name == "cross_entropy":
-        return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing, reduction="none")
     if name == "nll":
-        return LogSoftmaxNLLLoss(weight=weight)
+        return LogSoftmaxNLLLoss(weight=weight, reduction="none")
     if name == "bce_with_logits":
-        return nn.BCEWithLogitsLoss(pos_weight=weight)
+        return nn.BCEWithLogitsLoss(pos_weight=weight, reduction="none")
     if name == "mse":
-        return nn.MSELoss()
+        return nn.MSELoss(reduction="none")
     if name == "l1":
-        return nn.L1Loss()
+        return nn.L1Loss(reduction="none")
     if name == "smooth_l1":
-        return nn.SmoothL1Loss(beta=huber_delta)
-    return nn.HuberLoss(delta=huber_delta)
+        return nn.SmoothL1Loss(beta=huber_delta, reduction="none")
+    return nn.HuberLoss(delta=huber_delta, reduction="none")
+
+
+def per_sample(losses: torch.Tensor) -> torch.Tensor:
+    """One loss per sample: the mean over a sample's labels or target columns, if it has several."""
+    return losses if losses.ndim <= 1 else losses.flatten(1).mean(dim=1)

@@ -8,7 +8,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from project.lightning_modules.base import NetFactory, TrainingModule
-from project.lightning_modules.losses import REGRESSION_LOSSES, build_loss
+from project.lightning_modules.losses import REGRESSION_LOSSES, build_loss, per_sample
 from project.lightning_modules.schedules import LRSchedule
 from project.lightning_modules.speed import SpeedOptions
 
@@ -54,7 +54,7 @@ class RegressionModule(TrainingModule):
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target = batch[0], batch[1].float()
         preds = self(x).reshape(target.shape)
-        return self.loss_fn(preds, target), preds, target
+        return per_sample(self.loss_fn(preds, target)), preds, target
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Return ``index`` and ``pred`` (the net's outputs) per sample."""
