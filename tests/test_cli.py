@@ -159,6 +159,9 @@ BAD_INPUTS = {
     "uneven tensor file": (
         lambda t: ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={uneven_tensor_file(t)}"],
         "inputs and targets differ in length (10 inputs, 9 targets)"),
+    "empty tensor file": (
+        lambda t: ["--config", str(REPO / "configs" / "two_layer_table.yaml"), f"--data.path={empty_tensor_file(t)}"],
+        "empty.pt: holds no samples (inputs of shape (0, 4))"),
     "missing checkpoint": (lambda t: ["--ckpt_path=nope.ckpt"], "checkpoint not found: nope.ckpt"),
     "truncated checkpoint": (lambda t: [f"--ckpt_path={truncated_checkpoint(t)}"], "is not a readable checkpoint"),
     "broken config": (lambda t: ["--config", str(broken_yaml(t))], "Problems parsing config"),
@@ -175,6 +178,11 @@ BAD_INPUTS = {
     "devices that disagree with torchrun": (
         lambda t: [*torchrun_environment(), "--trainer.devices=3"], "torchrun started 1 processes"),
 }
+
+
+def empty_tensor_file(tmp_path: Path) -> str:
+    torch.save({"x": torch.zeros(0, 4), "y": torch.zeros(0)}, tmp_path / "empty.pt")
+    return "empty.pt"
 
 
 def regression_file(tmp_path: Path) -> str:

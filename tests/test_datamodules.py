@@ -305,3 +305,11 @@ def test_fast_tensor_batches_reshuffle_each_epoch_and_drop_the_last_short_batch(
     first, second = _batches_of(loader, 0), _batches_of(loader, 1)
     assert [len(b[0]) for b in first] == [40, 40, 40]
     assert not torch.equal(first[0][0], second[0][0])
+
+
+def test_standardize_works_per_input_element_for_inputs_that_are_not_images(tmp_path):
+    torch.save({"x": torch.randn(60, 2, 3) * 5 + 7, "y": torch.arange(60) % 3}, tmp_path / "threed.pt")
+    dm = set_up(TensorDataModule(dataset=None, path=str(tmp_path / "threed.pt"), standardize=True))
+    assert dm.mean.shape == dm.std.shape == (2, 3)
+    batch = dm.on_after_batch_transfer(list(dm.train_set.tensors), 0)
+    assert batch[0].mean(dim=0).abs().max() < 1e-5 and (batch[0].std(dim=0) - 1).abs().max() < 1e-4

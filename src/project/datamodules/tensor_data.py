@@ -104,6 +104,8 @@ def load_tensor_file(
     except Exception as error:  # a damaged or foreign file: say which file and why
         raise UserError(f"cannot read data file {file}: {error}") from error
     inputs = torch.as_tensor(np.asarray(inputs))
+    if inputs.ndim == 0 or len(inputs) == 0:
+        raise UserError(f"{file}: holds no samples (inputs of shape {tuple(inputs.shape)})")
     if targets is None:
         return inputs, None
     targets = torch.as_tensor(np.asarray(targets))
@@ -242,7 +244,7 @@ class TensorDataModule(BaseDataModule):
         self.predict_names = [f"row {i}" for i in self.test_set.indices]
         if self.standardize:
             train_inputs = self.train_set.tensors[0]  # stacked once, reused by the fast batches
-            feature_dims = 0 if inputs.ndim == 2 else (0, 2, 3)
+            feature_dims = (0, 2, 3) if inputs.ndim == 4 else 0  # per channel for images, else per input element
             self.mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
             self.std = train_inputs.std(dim=feature_dims, keepdim=True)[0].clamp(min=1e-8)
 
