@@ -201,6 +201,10 @@ def remove_empty_run_folder(trainer: Trainer) -> None:
         folder.parent.rmdir()
 
 
+def is_not_lightning_noise(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(LIGHTNING_NOISE)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
     # Lightning 2.6 calls a torch API that torch 2.14 deprecates, once per run: nothing a user can act on.
@@ -211,8 +215,8 @@ def main(args: list[str] | None = None) -> None:
     # main hands LightningCLI the command line itself (after with_class_defaults), which it warns about.
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
     # Lines Lightning prints on every run that say nothing about it (rank_zero_info logs them here).
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith(LIGHTNING_NOISE))
+    # The same function each call: addFilter adds it once, however often main runs in one process.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(is_not_lightning_noise)
     try:
         ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
     except Exception as error:

@@ -10,6 +10,8 @@ from typing import Any
 
 from jsonargparse import ArgumentParser
 
+from project.lightning_modules.base import is_plain_data
+
 
 def with_class_defaults(args: list[str]) -> list[str]:
     """A class named on the command line under ``--model`` (``--model.optimizer torch.optim.SGD``)
@@ -39,19 +41,23 @@ def with_class_defaults(args: list[str]) -> list[str]:
 def class_defaults(path: str) -> dict[str, Any] | None:
     """The default of each argument of the class at the dotted ``path`` that has a plain default;
     None when ``path`` does not name an importable class."""
+    parameters = class_parameters(path)
+    if parameters is None:
+        return None
+    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for p in parameters if p.default is not p.empty and is_plain_data(p.default)}
+
+
+def class_parameters(path: str) -> list[inspect.Parameter] | None:
+    """The arguments of the class at the dotted ``path``; None when it does not name an importable class."""
     module, _, name = path.rpartition(".")
     if not module or not re.fullmatch(r"[\w.]+", path):
         return None
     try:
         cls = getattr(importlib.import_module(module), name)
-        parameters = inspect.signature(cls).parameters.values() if inspect.isclass(cls) else None
+        return list(inspect.signature(cls).parameters.values()) if inspect.isclass(cls) else None
     except (ImportError, AttributeError, ValueError, TypeError):
         return None
-    if parameters is None:
-        return None
-    plain = (bool, int, float, str, type(None), tuple, list)
-    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
-            for p in parameters if p.default is not p.empty and isinstance(p.default, plain)}
 
 
 def misspelt_option(message: str, parser: ArgumentParser) -> tuple[str, str] | None:
@@ -65,13 +71,11 @@ def misspelt_option(message: str, parser: ArgumentParser) -> tuple[str, str] | N
     classes = re.findall(r"class_path '([\w.]+)'", message)
     if classes:  # inside a class given by class_path: its own arguments are the candidates
         prefix = ".".join(re.findall(r'Parser key "([\w.]+)"', message)) + "."
-        module, _, name = classes[-1].rpartition(".")
-        try:
-            names = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
-        except (ImportError, AttributeError, ValueError, TypeError):
+        parameters = class_parameters(classes[-1])
+        if parameters is None:
             return None
         head, _, rest = typo.partition(".")
-        match = difflib.get_close_matches(head, names, n=1)
+        match = difflib.get_close_matches(head, [p.name for p in parameters], n=1)
         return (prefix + typo, f"{prefix}{match[0]}{'.' + rest if rest else ''}") if match else None
     known = [key for key in parser.get_defaults().keys() if not key.startswith(("config", "__"))]
     match = difflib.get_close_matches(typo, known, n=1)

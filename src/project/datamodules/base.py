@@ -212,7 +212,7 @@ class BaseDataModule(LightningDataModule):
     def _train_sampler(self) -> Sampler | None:
         """``ResumableSampler``, so that DDP trains the same model as one device; Lightning calls
         ``set_epoch`` for a new order each epoch."""
-        world_size, rank, _ = self._world()
+        world_size, rank, accumulate = self._world()
         if self.loader.balance_classes:
             # Lightning shards this one across ranks itself (DistributedSamplerWrapper).
             targets = self.train_targets()
@@ -222,7 +222,6 @@ class BaseDataModule(LightningDataModule):
         if self.train_set is None:
             return None
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
-        _, _, accumulate = self._world()
         self._train_sampler_in_use = ResumableSampler(
             self.train_set, num_replicas=world_size, rank=rank, seed=seed, batch_size=self.batch_size_per_device(),
             accumulate=accumulate, drop_last=self.loader.drop_last,

@@ -38,6 +38,8 @@ class ClassificationModule(TrainingModule):
         top_k: also report top-k accuracy for this k.
     """
 
+    outputs_key = "num_classes"
+
     def __init__(
         self,
         net: NetFactory,
@@ -65,8 +67,6 @@ class ClassificationModule(TrainingModule):
         self._output_width_checked = False
         if num_classes is not None and input_shape is not None:
             self.build_net(num_classes, input_shape)
-
-    outputs_key = "num_classes"
 
     def outputs_of(self, datamodule: Any) -> int | None:
         names = getattr(datamodule, "class_names", None)

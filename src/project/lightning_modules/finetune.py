@@ -1,6 +1,7 @@
 """Fine-tuning a pretrained backbone: freeze it, unfreeze it later at a lower rate, or cache its features."""
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ class FineTuningModule(ClassificationModule):
         # Frozen BatchNorm layers are in eval mode on purpose; Lightning would warn about them each fit.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
-    def build_net(self, outputs: int, input_shape: Any) -> None:
+    def build_net(self, outputs: int, input_shape: Sequence[int]) -> None:
         super().build_net(outputs, input_shape)
         if not (hasattr(self.net, "backbone") and hasattr(self.net, "head")):
             raise UserError(f"fine-tuning needs a net with .backbone and .head (e.g. project.nets.TorchvisionClassifier), got {type(self.net).__name__}")
