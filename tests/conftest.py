@@ -17,11 +17,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-KILLABLE = ["--trainer.callbacks+=faults.InjectedFault"]  # tests/faults.py: dies where PROJECT_FAULT says
+KILLABLE = ["--trainer.callbacks+=faults.InjectedFault"]  # tests/faults.py: the fault PROJECT_FAULT names
 
 
 def kill_at(spec: str, **extra: str) -> dict[str, str]:
-    """The environment of a run with ``KILLABLE`` among its arguments that SIGKILLs itself at ``spec``."""
+    """The environment of a run with ``KILLABLE`` among its arguments that meets the fault ``spec`` (tests/faults.py)."""
     return {**os.environ, "PROJECT_FAULT": spec, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
@@ -36,12 +36,12 @@ class FixedWidthNet(nn.Module):
         return self.layer(x.flatten(1))
 
 
-def train_py(*args: str, cwd: Path, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None
-             ) -> subprocess.CompletedProcess:
+def train_py(*args: str, cwd: Path, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None,
+             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``train.py`` as a user would, optionally under a launcher such as torchrun."""
     command = [*launcher, str(REPO / "train.py"), *args] if launcher else [sys.executable, str(REPO / "train.py"), *args]
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

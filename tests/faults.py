@@ -1,9 +1,15 @@
-"""Crash injection for the crash-recovery tests: a callback that SIGKILLs its own process.
+"""Fault injection for the crash-recovery tests: a callback that signals its own process, or makes
+one rank's gradients infinite.
 
 Tests add it to a real run with ``--trainer.callbacks+=faults.InjectedFault`` (``kill_at`` in
-conftest), and arm it with ``PROJECT_FAULT=<point>:<n>[:<rank>]``: ``after_step`` (after optimizer
-step n) or ``after_epoch`` (after epoch n, its checkpoint written), on global rank ``rank``
-(default 0), and only on a first attempt (torchrun sets ``TORCHELASTIC_RESTART_COUNT`` on restarts).
+conftest), and arm it with ``PROJECT_FAULT=<point>:<n>[:<rank>[:<signal>[:parent]]]``:
+
+- ``after_step`` (after optimizer step n) or ``after_epoch`` (after epoch n, its checkpoint
+  written): send ``signal`` (default SIGKILL) to this process, or to its parent (torchrun);
+- ``inf_gradient``: after the backward pass of step n, fill this rank's gradients with inf;
+
+on global rank ``rank`` (default 0), and only on a first attempt (torchrun sets
+``TORCHELASTIC_RESTART_COUNT`` on restarts).
 """
 
 import os
@@ -20,18 +26,31 @@ class InjectedFault(Callback):
         super().__init__()
         spec = os.environ.get(FAULT_VARIABLE, "")
         self.armed = bool(spec) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-        point, count, *rank = spec.split(":") if spec else ("", "0")
-        self.point, self.count, self.rank = point, int(count), int(rank[0]) if rank else 0
+        point, count, *rest = spec.split(":") if spec else ("", "0")
+        self.point, self.count = point, int(count)
+        self.rank = int(rest[0]) if rest else 0
+        self.signal = signal.Signals[rest[1]] if len(rest) > 1 else signal.SIGKILL
+        self.target = os.getppid if rest[2:] == ["parent"] else os.getpid
 
-    def _maybe_die(self, trainer: Trainer, point: str, count: int) -> None:
+    def _fires(self, trainer: Trainer, point: str, count: int) -> bool:
         if self.armed and point == self.point and count == self.count and trainer.global_rank == self.rank:
-            os.kill(os.getpid(), signal.SIGKILL)
+            self.armed = False
+            return True
+        return False
 
     # Lightning runs checkpoint callbacks after all others at the end of a batch or an epoch, so
     # the fault strikes at the start of the next batch or epoch: what was saved is on disk.
 
     def on_train_batch_start(self, trainer: Trainer, *args: Any) -> None:
-        self._maybe_die(trainer, "after_step", trainer.global_step)
+        if self._fires(trainer, "after_step", trainer.global_step):
+            os.kill(self.target(), self.signal)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._maybe_die(trainer, "after_epoch", trainer.current_epoch - 1)
+        if self._fires(trainer, "after_epoch", trainer.current_epoch - 1):
+            os.kill(self.target(), self.signal)
+
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._fires(trainer, "inf_gradient", trainer.global_step):
+            for parameter in pl_module.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.fill_(float("inf"))

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,23 @@ def test_torchrun_restarts_a_group_that_lost_a_rank_and_it_resumes_to_the_weight
     assert "exitcode: -9" in output  # the kill happened and torchrun saw it
     assert "Resuming from runs/two_layer_digits/version_0/checkpoints/step-step=25.ckpt" in output
     assert sorted(p.name for p in (tmp_path / RUN).iterdir()) == ["version_0", "version_1"]
+    final = torch.load(tmp_path / RUN / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (final["epoch"], final["global_step"]) == (1, 34)
+    assert_same_weights(final["state_dict"], weights(one_process))
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_saves_exits_non_zero_and_resume_auto_ends_with_the_weights_of_one_process(one_process, tmp_path):
+    torchrun = (*TORCHRUN, "--standalone", "--nproc_per_node=2")
+    # As a scheduler would: SIGTERM to torchrun before step 21 (mid-epoch 1); torchrun passes it on to both ranks.
+    started = time.monotonic()
+    stopped = train_py("fit", *RECIPE, *KILLABLE, cwd=tmp_path, launcher=torchrun, env=kill_at("after_step:20:0:SIGTERM:parent"))
+    assert stopped.returncode != 0 and time.monotonic() - started < 60, stopped.stderr[-3000:]
+    checkpoint = RUN / "version_0" / "checkpoints" / "interrupted.ckpt"
+    assert f"stopped by SIGTERM after step 21: saved {checkpoint}" in stopped.stderr, stopped.stderr[-3000:]
+    resumed = train_py("fit", *RECIPE, "--resume=auto", cwd=tmp_path, launcher=torchrun)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {checkpoint}" in resumed.stdout + resumed.stderr
     final = torch.load(tmp_path / RUN / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
     assert (final["epoch"], final["global_step"]) == (1, 34)
     assert_same_weights(final["state_dict"], weights(one_process))
@@ -271,10 +289,8 @@ def test_the_slurm_script_trains_under_slurm_variables(tmp_path):
 # 41), random augmentation off so that every variant sees the same inputs.
 DIGITS = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--data.augment=null", "--trainer.max_epochs=3",
           "--trainer.accelerator=cpu", *QUIET]
-VARIANTS = {
+VARIANTS = {  # plain DDP with a global batch: test_two_ddp_processes_train_the_weights_of_one_process...
     "accumulate 2": ["--trainer.accumulate_grad_batches=2"],
-    "accumulate 4": ["--trainer.accumulate_grad_batches=4"],
-    "2 ddp processes": TWO_DDP,
     "2 ddp processes, accumulate 2": [*TWO_DDP, "--trainer.accumulate_grad_batches=2"],
 }
 

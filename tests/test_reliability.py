@@ -2,9 +2,11 @@
 checkpoints that survive a kill mid-write, and non-finite losses."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from conftest import KILLABLE, QUIET, REPO, kill_at, read_csv, train_py
+from project.errors import UserError
 
 DIGITS = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
 TWO_LAYER = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
@@ -72,6 +75,72 @@ def test_a_mid_epoch_crash_resumes_at_the_step_and_ends_with_the_weights_of_an_u
     assert max_difference(final["state_dict"], reference["state_dict"]) <= 1e-6
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The two-layer recipe for 3 epochs (40 steps each), run through: the weights to end with."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    result = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=3", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "runs" / "two_layer_digits" / "version_0"
+
+
+def assert_ends_like(run: Path, reference: Path) -> None:
+    final, expected = last_checkpoint(run), last_checkpoint(reference)
+    assert (final["epoch"], final["global_step"]) == (expected["epoch"], expected["global_step"]) == (2, 120)
+    assert max_difference(final["state_dict"], expected["state_dict"]) <= 1e-6
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_143_and_resume_auto_finishes_like_an_uninterrupted_run(uninterrupted, tmp_path):
+    recipe = [*TWO_LAYER, "--trainer.max_epochs=3"]
+    stopped = train_py("fit", *recipe, *KILLABLE, cwd=tmp_path, env=kill_at("after_step:52:0:SIGTERM"))
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    checkpoint = Path("runs", "two_layer_digits", "version_0", "checkpoints", "interrupted.ckpt")
+    assert f"stopped by SIGTERM after step 53: saved {checkpoint}; the same command with --resume auto" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert torch.load(tmp_path / checkpoint, weights_only=True)["global_step"] == 53  # the step under way finished
+    resumed = train_py("fit", *recipe, "--resume=auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming from {checkpoint}" in resumed.stdout + resumed.stderr
+    assert min(int(r["step"]) for r in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "metrics.csv")) >= 53
+    assert_ends_like(tmp_path / "runs" / "two_layer_digits" / "version_1", uninterrupted)
+
+
+def slurm_job(tmp_path: Path, job_id: str, **extra: str) -> dict[str, str]:
+    """SLURM's variables for a one-task job, and an ``scontrol`` that records what it was asked."""
+    stub = tmp_path / "bin" / "scontrol"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\n')
+    stub.chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+             "SLURM_NODEID": "0", "SLURM_JOB_ID": job_id, "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "localhost"}
+    return {**extra, **slurm, "PATH": f"{stub.parent}:{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_slurm_requeue_continues_at_the_step_it_stopped_and_a_new_job_starts_afresh(uninterrupted, tmp_path):
+    recipe = [*TWO_LAYER, "--trainer.max_epochs=3", "--resume=auto"]  # as scripts/slurm.sbatch runs it
+    signalled = train_py("fit", *recipe, *KILLABLE, cwd=tmp_path, env=kill_at("after_step:52:0:SIGUSR1", **slurm_job(tmp_path, "4242")))
+    assert signalled.returncode == 128 + signal.SIGUSR1, signalled.stderr[-3000:]
+    assert "stopped by SIGUSR1 after step 53" in signalled.stderr and "SLURM job 4242 requeued" in signalled.stderr
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
+    assert not list(tmp_path.glob("hpc_ckpt_*"))
+
+    requeued = train_py("fit", *recipe, cwd=tmp_path, env={**os.environ, **slurm_job(tmp_path, "4242")})
+    assert requeued.returncode == 0, requeued.stderr
+    assert "Resuming from runs/two_layer_digits/version_0/checkpoints/interrupted.ckpt" in requeued.stdout + requeued.stderr
+    logged = [int(r["step"]) for r in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "metrics.csv")]
+    assert min(logged) >= 53  # not one step done twice, none lost: the weights end as an uninterrupted run's
+    assert_ends_like(tmp_path / "runs" / "two_layer_digits" / "version_1", uninterrupted)
+
+    new_job = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=1", "--resume=auto", cwd=tmp_path,
+                       env={**os.environ, **slurm_job(tmp_path, "4243")})
+    assert new_job.returncode == 0, new_job.stderr
+    output = new_job.stdout + new_job.stderr
+    assert "written by SLURM job 4242, not by this job (4243)" in output and "starting afresh" in output
+    assert last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_2")["global_step"] == 40
+
+
 @pytest.mark.slow
 def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint(tmp_path):
     first = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=1", cwd=tmp_path)
@@ -96,35 +165,57 @@ def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint(
 
 WRITER = """
 import sys, time, torch
-from lightning.fabric.plugins.io import TorchCheckpointIO
+from project.checkpoint_io import AtomicCheckpointIO
 path, phase = sys.argv[1], sys.argv[2]
-io = TorchCheckpointIO()
+io = AtomicCheckpointIO()
 if phase == "first":
     io.save_checkpoint({"state_dict": {"w": torch.ones(4)}, "tag": "first"}, path)
     sys.exit(0)
-real_write = None
-import fsspec.implementations.local as local
-class SlowFile(local.LocalFileOpener):
-    def write(self, data):
-        half = len(data) // 2
-        super().write(data[:half]); self.flush()
-        open(path + ".writing", "w").close()
-        time.sleep(60)
-local.LocalFileOpener = SlowFile
+real_save = torch.save
+def slow_save(obj, file):  # half the bytes, then the kill arrives
+    real_save(obj, file)
+    file.truncate(file.tell() // 2)
+    file.flush()
+    open(path + ".writing", "w").close()
+    time.sleep(60)
+torch.save = slow_save
 io.save_checkpoint({"state_dict": {"w": torch.zeros(1_000_000)}, "tag": "second"}, path)
 """
+OTHER_FILE_SYSTEM = Path("/dev/shm")
 
 
-def test_a_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_intact(tmp_path):
+@pytest.mark.skipif(not OTHER_FILE_SYSTEM.is_dir(), reason="needs /dev/shm as a second file system")
+def test_a_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_whole_when_tmpdir_is_another_disk(tmp_path):
+    assert os.stat(OTHER_FILE_SYSTEM).st_dev != os.stat(tmp_path).st_dev
+    tmpdir = Path(tempfile.mkdtemp(dir=OTHER_FILE_SYSTEM))
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
     path = tmp_path / "last.ckpt"
-    subprocess.run([sys.executable, "-c", WRITER, str(path), "first"], check=True, timeout=120)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "second"])
+    subprocess.run([sys.executable, "-c", WRITER, str(path), "first"], check=True, timeout=120, env=env)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "second"], env=env)
     deadline = time.time() + 120
     while not Path(str(path) + ".writing").exists() and time.time() < deadline:
         time.sleep(0.1)
     writer.send_signal(signal.SIGKILL)
     writer.wait()
     assert torch.load(path, weights_only=True)["tag"] == "first"
+    assert not [p for p in tmpdir.rglob("*") if p.is_file()]  # nothing went through $TMPDIR (torch makes empty folders)
+    shutil.rmtree(tmpdir)
+
+
+def test_checkpoints_are_written_without_a_usable_tmpdir_and_a_failed_write_is_one_line(tmp_path, monkeypatch):
+    from lightning.fabric.plugins.io import TorchCheckpointIO
+
+    from project.checkpoint_io import AtomicCheckpointIO
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "full"))  # as if $TMPDIR were full: nothing can be made there
+    with pytest.raises(OSError):  # why the project has its own: Lightning 2.6 goes through $TMPDIR
+        TorchCheckpointIO().save_checkpoint({"w": torch.ones(2)}, tmp_path / "lightning.ckpt")
+    AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, tmp_path / "ours.ckpt")
+    assert torch.equal(torch.load(tmp_path / "ours.ckpt", weights_only=True)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+    with pytest.raises(UserError, match=r"cannot write the checkpoint /dev/full/x.ckpt: "):
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, "/dev/full/x.ckpt")
 
 
 def nan_rows_file(tmp_path: Path) -> str:

@@ -23,6 +23,7 @@ import project.lightning_modules  # noqa: F401  (the same for --model.help Class
 from project.callbacks import LatestBestCheckpoint
 from project.distributed import match_torchrun, warn_if_restarts_share_the_store
 from project.errors import find_user_error
+from project.interrupt import Interrupted
 from project.loggers import run_folder
 from project.options import misspelt_option, with_class_defaults
 from project.resume import prepare_checkpoint
@@ -219,15 +220,27 @@ def main(args: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(is_not_lightning_noise)
     try:
         ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
+    except Interrupted as stop:  # a scheduler's signal: a checkpoint to continue from is saved
+        print_once(str(stop))
+        sys.exit(stop.exit_code)
     except Exception as error:
         ours = find_user_error(error)
         if ours is None:
             raise
-        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:  # every rank fails alike: say it once
-            print(f"error: {ours}", file=sys.stderr)
+        print_once(f"error: {ours}")
         sys.exit(2)
     finally:
         close_process_group()
+
+
+def print_once(line: str) -> None:
+    """Print ``line`` to stderr on rank 0. Before DDP starts every rank meets the same problem and it
+    is said once; during training another rank's problem may be its own, so ranks 1.. say theirs too."""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    if rank == 0:
+        print(line, file=sys.stderr)
+    elif dist.is_available() and dist.is_initialized():
+        print(f"(rank {rank}) {line}", file=sys.stderr)
 
 
 def close_process_group() -> None:

@@ -23,6 +23,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.errors import UserError
+from project.interrupt import slurm_job_id
 
 LIGHTNING_CHECKPOINT_NAMES = ("best", "last", "hpc", "registry")  # resolved by Lightning itself
 
@@ -58,6 +59,7 @@ class ResumeState(Callback):
             "train_epoch": self._epoch if mid_epoch else None,
             "train_batches_done": self._batches_done if mid_epoch else 0,
             "logger_run_id": logger_version if isinstance(logger_version, (str, int)) else None,
+            "slurm_job": slurm_job_id(),  # under SLURM, --resume auto continues only the job's own checkpoints
         }
 
     # -- putting it back -----------------------------------------------------------------------
@@ -130,18 +132,26 @@ def checkpoint_root(trainer_config: Any) -> Path:
 def newest_checkpoint(trainer_config: Any) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint under the run folders that reads as a whole training checkpoint, with
     its contents; damaged ones (a crash mid-write) and weights-only ones (``save_weights_only``:
-    no optimizer state to continue from) are named and passed over."""
+    no optimizer state to continue from) are named and passed over. Under SLURM only the job's own
+    checkpoints count (a requeued job keeps its id), so a new job in the same folder starts afresh."""
     root = checkpoint_root(trainer_config)
+    job = slurm_job_id()
     for path in sorted(root.glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             content = read_checkpoint(path)
         except UserError:
             rank_zero_info(f"Skipping unreadable checkpoint {path}")
             continue
-        if "loops" in content and "optimizer_states" in content:
-            rank_zero_info(f"Resuming from {path}")
-            return path, content
-        rank_zero_info(f"Skipping weights-only checkpoint {path} (it cannot continue training)")
+        if "loops" not in content or "optimizer_states" not in content:
+            rank_zero_info(f"Skipping weights-only checkpoint {path} (it cannot continue training)")
+            continue
+        writer = content.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("slurm_job")
+        if job is not None and writer != job:
+            by = f"SLURM job {writer}" if writer else "a run outside SLURM"
+            rank_zero_info(f"Skipping checkpoint {path}: written by {by}, not by this job ({job}); --ckpt_path continues it")
+            continue
+        rank_zero_info(f"Resuming from {path}")
+        return path, content
     rank_zero_info(f"No checkpoint under {root} to resume from: starting afresh")
     return None
 

@@ -12,7 +12,10 @@ from project.errors import UserError
 class NonFiniteLoss(Callback):
     """Stops training, or skips the update, when a step's gradients hold NaN or inf.
 
-    Checked after DDP has averaged the gradients, so every rank takes the same decision.
+    Every rank takes the same decision: a step is stopped or skipped when the gradients of any rank
+    are non-finite (under DDP, one all-reduce of a flag per step). Gradients that are not averaged
+    by DDP (a backbone unfrozen mid-run is averaged later, by ``FineTuningModule``) can differ
+    between ranks here, and ranks that decided alone would wait for each other forever.
     ``stop`` ends the run with a message naming the step (checkpoints written before it stay);
     ``skip`` drops that optimizer step and goes on, counting the skips in ``train/skipped_steps``.
     """
@@ -31,7 +34,8 @@ class NonFiniteLoss(Callback):
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         # One norm per tensor and one sync: NaN and inf survive the norm.
-        if not grads or bool(torch.stack([torch.linalg.vector_norm(g) for g in grads]).isfinite().all()):
+        finite = not grads or bool(torch.stack([torch.linalg.vector_norm(g) for g in grads]).isfinite().all())
+        if trainer.strategy.reduce_boolean_decision(finite, all=True):
             return
         where = f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx})"
         if self.action == "stop":

@@ -2,6 +2,7 @@
 
 import math
 import os
+import signal
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -264,7 +265,16 @@ class BaseDataModule(LightningDataModule):
             num_workers=self.loader.num_workers,
             pin_memory=self.loader.pin_memory,
             persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
+            worker_init_fn=leave_signals_to_the_main_process,
         )
+
+
+def leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM and SIGUSR1, which schedulers send to every process of a job:
+    the main process saves a checkpoint and stops (``project.interrupt``), while a worker killed
+    first would end the run with a loader error instead. Workers still exit with the main process."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def split_sizes(total: int, val_fraction: float, test_fraction: float) -> list[int]:

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from project.errors import UserError
 from project.internals import PlainHookNameWrites
+from project.interrupt import StopOnSignal
 from project.lightning_modules.schedules import LRSchedule, build_schedulers
 from project.lightning_modules.speed import SpeedOptions
 from project.resume import ResumeState
@@ -123,7 +124,8 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
             self._speed_applied = True
 
     def configure_callbacks(self) -> list[Callback]:
-        return [ResumeState()]  # exact resume belongs to every run, whatever callbacks the config lists
+        # Exact resume, and a clean stop on a scheduler's signal, belong to every run whatever callbacks the config lists.
+        return [ResumeState(), StopOnSignal()]
 
     # -- steps ---------------------------------------------------------------------------------
 
