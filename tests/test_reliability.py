@@ -142,7 +142,7 @@ def test_slurm_requeue_continues_at_the_step_it_stopped_and_a_new_job_starts_afr
 
 
 @pytest.mark.slow
-def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint(tmp_path):
+def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint_and_the_command_line_wins(tmp_path):
     first = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     checkpoints = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints"
@@ -154,13 +154,23 @@ def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint(
     torch.save({k: v for k, v in whole.items() if k in ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops")},
                weights_only)
     os.utime(weights_only, (time.time() + 30, time.time() + 30))
-    resumed = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=2", "--resume=auto", cwd=tmp_path)
+    resumed = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=2", "--resume=auto", "--model.label_smoothing=0.1", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     output = resumed.stdout + resumed.stderr
     assert f"Skipping unreadable checkpoint {damaged.relative_to(tmp_path)}" in output
     assert f"Skipping weights-only checkpoint {weights_only.relative_to(tmp_path)}" in output
     assert "Resuming from runs/two_layer_digits/version_0/checkpoints/" in output
     assert last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_1")["epoch"] == 1
+    # The command line wins over the checkpoint's hyperparameters, on --resume auto as on --ckpt_path ...
+    assert "model.label_smoothing: 0.1 from the command line, not the checkpoint's 0.0" in output
+    assert "label_smoothing: 0.1" in (tmp_path / "runs" / "two_layer_digits" / "version_1" / "config.yaml").read_text()
+    # ... except where fit would continue the checkpoint's optimizer state regardless: refused.
+    other_lr = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=3", f"--ckpt_path={checkpoints / 'last.ckpt'}",
+                        "--model.optimizer.lr=0.5", cwd=tmp_path)
+    assert other_lr.returncode == 2
+    assert [l for l in other_lr.stderr.splitlines() if l.startswith("error:")] == [
+        "error: --model.optimizer.lr 0.5 differs from the checkpoint's 0.05, and fit continues the checkpoint's "
+        "optimizer and schedule: drop the option, or start a new run"]
 
 
 WRITER = """

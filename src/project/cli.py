@@ -1,5 +1,6 @@
 """The command line: LightningCLI with the project's base config, and one-line errors for bad input."""
 
+import copy
 import logging
 import os
 import shlex
@@ -25,7 +26,7 @@ from project.distributed import match_torchrun, warn_if_restarts_share_the_store
 from project.errors import find_user_error
 from project.interrupt import Interrupted
 from project.loggers import run_folder
-from project.options import misspelt_option, with_class_defaults
+from project.options import full_key, keep_command_line_values, misspelt_option, model_options_given, with_class_defaults
 from project.resume import prepare_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -127,9 +128,15 @@ class ProjectCLI(LightningCLI):
         save_runs_under_default_root_dir(config["trainer"])
         if subcommand:  # before LightningCLI and the Trainer read the checkpoint
             prepare_checkpoint(config, subcommand)
+        # LightningCLI next applies a checkpoint's model hyperparameters over the whole config. The
+        # command line is the user's latest word: its model options are put back afterwards.
+        keys = [full_key(config, key) for key in model_options_given(args if isinstance(args, list) else [])]
+        self.command_line_model_options = {key: copy.deepcopy(config[key]) for key in keys if key is not None}
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        for line in keep_command_line_values(config, self.command_line_model_options, self.subcommand == "fit"):
+            rank_zero_info(line)
         match_torchrun(config["trainer"])
         if self.subcommand == "fit":
             warn_if_restarts_share_the_store()

@@ -1,5 +1,6 @@
 """Command-line conveniences beyond jsonargparse: a class named on the command line starts from
-its own defaults, and a misspelt option is answered with the nearest valid one."""
+its own defaults, a misspelt option is answered with the nearest valid one, and model options on
+the command line win over a checkpoint's hyperparameters."""
 
 import difflib
 import importlib
@@ -10,6 +11,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser
 
+from project.errors import UserError
 from project.lightning_modules.base import is_plain_data
 
 
@@ -80,3 +82,45 @@ def misspelt_option(message: str, parser: ArgumentParser) -> tuple[str, str] | N
     known = [key for key in parser.get_defaults().keys() if not key.startswith(("config", "__"))]
     match = difflib.get_close_matches(typo, known, n=1)
     return (typo, match[0]) if match else None
+
+
+def model_options_given(args: list[str]) -> list[str]:
+    """The ``model.*`` keys set on the command line (``--model.loss nll`` gives ``model.loss``)."""
+    keys = [arg[2:].partition("=")[0] for arg in args if arg.startswith("--model.")]
+    return [key for key in keys if not key.endswith(".help")]
+
+
+def full_key(config: Any, key: str) -> str | None:
+    """``key`` as stored in ``config``: the command line's ``model.optimizer.lr`` is kept under
+    ``model.init_args.optimizer.init_args.lr`` for classes given by ``class_path``. None if absent."""
+    parts = key.split(".")
+    resolved = parts[0]
+    for part in parts[1:]:
+        if f"{resolved}.{part}" not in config and f"{resolved}.init_args.{part}" in config:
+            resolved += ".init_args"
+        resolved += f".{part}"
+    return resolved if resolved in config else None
+
+
+def keep_command_line_values(config: Any, given: dict[str, Any], fit: bool) -> list[str]:
+    """Put back the command line's ``given`` values (``full_key`` -> value) that a checkpoint's
+    hyperparameters replaced; returns a line for each, saying what the checkpoint had.
+
+    ``fit`` continues the checkpoint's optimizer and schedule state, so another optimizer or
+    schedule option there would not take effect (or not load): it is refused."""
+    lines = []
+    for key, value in given.items():
+        if key not in config or config[key] == value:
+            continue
+        option, ours, theirs = key.replace(".init_args", ""), brief(value), brief(config[key])
+        if fit and option.startswith(("model.optimizer", "model.lr_schedule")):
+            raise UserError(f"--{option} {ours} differs from the checkpoint's {theirs}, and fit continues the "
+                            "checkpoint's optimizer and schedule: drop the option, or start a new run")
+        lines.append(f"{option}: {ours} from the command line, not the checkpoint's {theirs}")
+        config[key] = value
+    return lines
+
+
+def brief(value: Any) -> str:
+    """A class given by ``class_path`` as its path alone; anything else as itself."""
+    return str(value.get("class_path")) if hasattr(value, "get") and value.get("class_path") else str(value)
