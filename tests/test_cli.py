@@ -175,6 +175,17 @@ BAD_INPUTS = {
     "missing weights file": (
         lambda t: ["--config", str(REPO / "configs" / "resnet_finetune.yaml"), "--data.data_dir=images",
                    "--model.net.weights=null", "--model.net.weights_path=missing.pth"], "weights file not found: missing.pth"),
+    "pickled object as checkpoint": (lambda t: [f"--ckpt_path={pickled_checkpoint(t)}"], "holding Python objects"),
+    "class label far beyond the sample count": (
+        lambda t: ["--config", str(REPO / "configs" / "two_layer_table.yaml"), f"--data.path={huge_label_file(t)}"],
+        "the largest is 2000000000 for 40 samples (3 distinct labels)"),
+    "NaN targets in the validation split": (
+        lambda t: ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={nan_target_file(t)}"],
+        "the validation split has 4 sample(s) with NaN/inf in inputs or targets"),
+    "output folder under a file": (
+        lambda t: ["--trainer.logger.init_args.save_dir=images/cat/000.png/runs"],
+        "cannot write runs under images/cat/000.png/runs/lenet_imagefolder: images/cat/000.png is a file"),
+    "output folder on a device": (lambda t: ["--trainer.default_root_dir=/dev/full"], "/dev/full is a file, not a folder"),
     "devices that disagree with torchrun": (
         lambda t: [*torchrun_environment(), "--trainer.devices=3"], "torchrun started 1 processes"),
 }
@@ -183,6 +194,23 @@ BAD_INPUTS = {
 def empty_tensor_file(tmp_path: Path) -> str:
     torch.save({"x": torch.zeros(0, 4), "y": torch.zeros(0)}, tmp_path / "empty.pt")
     return "empty.pt"
+
+
+def pickled_checkpoint(tmp_path: Path) -> str:
+    torch.save({"state_dict": {}, "callback": Path("not plain data")}, tmp_path / "pickled.ckpt")
+    return "pickled.ckpt"
+
+
+def huge_label_file(tmp_path: Path) -> str:
+    targets = torch.arange(40) % 2
+    targets[3] = 2_000_000_000
+    torch.save({"x": torch.randn(40, 4), "y": targets}, tmp_path / "huge_label.pt")
+    return "huge_label.pt"
+
+
+def nan_target_file(tmp_path: Path) -> str:
+    torch.save({"x": torch.randn(40, 6), "y": torch.full((40, 2), float("nan"))}, tmp_path / "nan_targets.pt")
+    return "nan_targets.pt"
 
 
 def regression_file(tmp_path: Path) -> str:

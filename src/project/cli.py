@@ -23,11 +23,11 @@ import project.datamodules  # noqa: F401  (imported so that --data.help and --da
 import project.lightning_modules  # noqa: F401  (the same for --model.help ClassificationModule)
 from project.callbacks import LatestBestCheckpoint
 from project.distributed import match_torchrun, warn_if_restarts_share_the_store
-from project.errors import find_user_error
+from project.errors import UserError, find_user_error
 from project.interrupt import Interrupted
 from project.loggers import run_folder
 from project.options import full_key, keep_command_line_values, misspelt_option, model_options_given, with_class_defaults
-from project.resume import prepare_checkpoint
+from project.resume import checkpoint_root, prepare_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 BASE_CONFIG = REPOSITORY / "configs" / "base.yaml"
@@ -126,6 +126,7 @@ class ProjectCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         save_runs_under_default_root_dir(config["trainer"])
+        check_output_folder(checkpoint_root(config["trainer"]))
         if subcommand:  # before LightningCLI and the Trainer read the checkpoint
             prepare_checkpoint(config, subcommand)
         # LightningCLI next applies a checkpoint's model hyperparameters over the whole config. The
@@ -174,7 +175,8 @@ def print_next_commands(trainer: Trainer) -> None:
     def command(subcommand: str) -> str:
         return shlex.join([sys.executable, script, subcommand, "--config", str(config), "--ckpt_path", best])
 
-    lines = [f"Best checkpoint: {best}", "Test it:", "  " + command("test")]
+    which = "Best" if trainer.checkpoint_callback.monitor else "Last"  # no validation split: the last one
+    lines = [f"{which} checkpoint: {best}", "Test it:", "  " + command("test")]
     data = trainer.datamodule
     new_inputs = "--data.predict_dir DIR (a folder of images)" if hasattr(data, "predict_dir") else (
         "--data.predict_path FILE (inputs without targets)" if hasattr(data, "predict_path") else "")
@@ -194,6 +196,18 @@ def save_runs_under_default_root_dir(trainer_config: Any) -> None:
     init_args = logger.get("init_args") if hasattr(logger, "get") else None
     if root and init_args is not None and init_args.get("save_dir") == BASE_SAVE_DIR:
         init_args["save_dir"] = str(root)
+
+
+def check_output_folder(root: Path) -> None:
+    """Refuse, before any work, a run folder that cannot be made: under a file, or in a folder
+    this user may not write to."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write runs under {root}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write runs under {root}: {existing} is not writable")
 
 
 def remove_empty_run_folder(trainer: Trainer) -> None:
@@ -222,6 +236,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     # main hands LightningCLI the command line itself (after with_class_defaults), which it warns about.
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    # A run without a validation split says so itself (TrainingModule.train_without_validation).
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
     # Lines Lightning prints on every run that say nothing about it (rank_zero_info logs them here).
     # The same function each call: addFilter adds it once, however often main runs in one process.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(is_not_lightning_noise)

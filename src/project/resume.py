@@ -109,7 +109,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # a truncated or foreign file: torch raises many kinds
-        raise UserError(f"{path} is not a readable checkpoint (truncated, or not saved by torch.save): {type(error).__name__}") from error
+        raise UserError(f"{path} is not a readable checkpoint (truncated, not saved by torch.save, or holding Python "
+                        f"objects, which are not loaded for safety): {type(error).__name__}") from error
     if not isinstance(content, dict) or "state_dict" not in content:
         raise UserError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
     return content

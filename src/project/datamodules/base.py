@@ -199,8 +199,13 @@ class BaseDataModule(LightningDataModule):
         sampler = self._train_sampler_in_use
         return sampler.batch_weights.popleft() if sampler is not None and sampler.batch_weights else None
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is not None and len(self.val_set) == 0:  # type: ignore[arg-type]
+            return []  # no validation (val_fraction 0): TrainingModule says so and trains without it
         return self._loader(self.val_set, self._evaluation_sampler(self.val_set))
+
+    def has_validation(self) -> bool:
+        return self.val_set is None or len(self.val_set) > 0  # type: ignore[arg-type]
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is not None and len(self.test_set) == 0:  # type: ignore[arg-type]

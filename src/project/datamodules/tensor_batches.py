@@ -14,7 +14,7 @@ class TensorSplit(Subset):
 
     @cached_property
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(self.indices)
+        index = torch.as_tensor(self.indices, dtype=torch.long)  # an empty split too
         return tuple(t.index_select(0, index) for t in self.dataset.tensors)
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
@@ -135,6 +136,8 @@ class TensorDataModule(BaseDataModule):
         expand_affine: the rotation, shift and zoom of those copies.
         val_fraction / test_fraction / split_seed: the split; the seed is separate from the
             training seed so that every training seed is tested on the same samples.
+        skip_non_finite: leave out validation and test samples whose inputs or targets hold NaN/inf
+            (the count is printed) instead of stopping with a message naming the split.
         fast_batches: cut each train/val/test batch from pre-stacked tensors with one
             ``index_select`` (``StackedTensors``): the same batches, without per-sample indexing and
             collate. Off: per-sample loading (``num_workers`` and ``balance_classes`` turn it off anyway).
@@ -160,6 +163,7 @@ class TensorDataModule(BaseDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
+        skip_non_finite: bool = False,
         fast_batches: bool = True,
         keep_on_device: bool = False,
         loader: LoaderOptions | None = None,
@@ -177,6 +181,7 @@ class TensorDataModule(BaseDataModule):
         self.standardize, self.augment = standardize, augment
         self.expand_train_to, self.expand_affine = expand_train_to, expand_affine or BatchAffine()
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.skip_non_finite = skip_non_finite
         self.fast_batches, self.keep_on_device = fast_batches, keep_on_device
         split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
         self.mean: torch.Tensor | None = None
@@ -199,6 +204,10 @@ class TensorDataModule(BaseDataModule):
             if targets.ndim == 1 and targets.min() < 0:
                 raise UserError(f"class targets must be >= 0, found {int(targets.min())}")
             self.multilabel = targets.ndim == 2
+            if targets.ndim == 1 and int(targets.max()) >= len(targets):
+                raise UserError(
+                    f"class targets must be indices 0..K-1, but the largest is {int(targets.max())} for "
+                    f"{len(targets)} samples ({len(targets.unique())} distinct labels): number the classes from 0")
             self.class_names = names or [str(i) for i in range(int(targets.max()) + 1 if targets.ndim == 1 else targets.shape[1])]
         else:
             targets = targets.float().reshape(len(targets), -1)
@@ -238,6 +247,7 @@ class TensorDataModule(BaseDataModule):
         generator = torch.Generator().manual_seed(self.split_seed)
         splits = random_split(full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator)
         self.train_set, self.val_set, self.test_set = (TensorSplit(full, split.indices) for split in splits)
+        self.val_set, self.test_set = self.finite_only(self.val_set, "validation"), self.finite_only(self.test_set, "test")
         if self.expand_train_to is not None:
             self.train_set = self._expanded(self.train_set, self.expand_train_to)
         self.predict_set = IndexedInputs(self.test_set)
@@ -247,6 +257,26 @@ class TensorDataModule(BaseDataModule):
             feature_dims = (0, 2, 3) if inputs.ndim == 4 else 0  # per channel for images, else per input element
             self.mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
             self.std = train_inputs.std(dim=feature_dims, keepdim=True)[0].clamp(min=1e-8)
+
+    def finite_only(self, split: TensorSplit, name: str) -> TensorSplit:
+        """``split``, checked for samples whose inputs or targets hold NaN/inf: they would turn the
+        split's loss into NaN (early stopping and the best checkpoint then judge nothing) or drop out
+        of its accuracy unseen. Refused with one line, or left out with ``skip_non_finite``.
+        (Training batches are checked step by step by the ``NonFiniteLoss`` callback.)"""
+        inputs, targets = split.tensors
+        finite = inputs.reshape(len(inputs), -1).isfinite().all(1)
+        if targets.is_floating_point():
+            finite &= targets.reshape(len(targets), -1).isfinite().all(1)
+        bad = int((~finite).sum())
+        if bad == 0:
+            return split
+        rows = [index for index, ok in zip(split.indices, finite.tolist()) if not ok]
+        if not self.skip_non_finite:
+            raise UserError(
+                f"the {name} split has {bad} sample(s) with NaN/inf in inputs or targets (rows {rows[:5]}"
+                f"{', ...' if bad > 5 else ''}): fix the data, or set data.skip_non_finite: true to leave them out")
+        rank_zero_info(f"left out {bad} {name} sample(s) with NaN/inf in inputs or targets (data.skip_non_finite)")
+        return TensorSplit(split.dataset, [index for index, ok in zip(split.indices, finite.tolist()) if ok])
 
     def _expanded(self, split: TensorSplit, size: int) -> TensorSplit:
         """``split`` followed by random affine copies of its images, cycling through them, up to ``size``."""

@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
@@ -116,6 +118,17 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
                 missing = f"model.{self.outputs_key}" if outputs is None else "model.input_shape"
                 raise UserError(f"{type(datamodule).__name__} does not say the net's size: set {missing} (or give --ckpt_path)")
             self.build_net(outputs, shape)
+        if stage == "fit" and hasattr(datamodule, "has_validation") and not datamodule.has_validation():
+            self.train_without_validation()
+
+    def train_without_validation(self) -> None:
+        """No validation split: the callbacks that watch a validation metric (early stopping, the best
+        checkpoint) are left out, ``last.ckpt`` is still written, and the run says so."""
+        watching = [c for c in self.trainer.callbacks if isinstance(c, (EarlyStopping, ModelCheckpoint))
+                    and str(c.monitor or "").startswith("val/")]
+        self.trainer.callbacks = [c for c in self.trainer.callbacks if c not in watching]
+        rank_zero_info("no validation split (data.val_fraction is 0): training without validation; early stopping "
+                       "and the best checkpoint are off, checkpoints/last.ckpt is written every epoch")
 
     def configure_model(self) -> None:
         # Lightning calls this on every device before fit/validate/test/predict, possibly more than once.
