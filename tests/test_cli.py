@@ -371,3 +371,16 @@ def test_any_callback_option_can_be_changed_from_the_command_line(capsys):
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["early_stopping"]["patience"] == 5 and resolved["checkpoint"]["monitor"] == "val/loss"
     assert resolved["trainer"]["callbacks"][-1]["init_args"]["action"] == "skip"
+
+
+@pytest.mark.slow
+def test_val_fraction_0_trains_without_validation_says_so_and_prints_commands_for_the_last_checkpoint(tmp_path):
+    result = train_py("fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--data.val_fraction=0",
+                      "--trainer.max_epochs=2", *QUIET, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "no validation split (data.val_fraction is 0): training without validation" in output
+    assert "Traceback" not in output and "Total length of `list`" not in output
+    last = "runs/two_layer_digits/version_0/checkpoints/last.ckpt"
+    assert f"Last checkpoint: {last}" in output and f"--ckpt_path {last}" in output
+    assert torch.load(tmp_path / last, weights_only=True)["epoch"] == 1

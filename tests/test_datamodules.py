@@ -313,3 +313,44 @@ def test_standardize_works_per_input_element_for_inputs_that_are_not_images(tmp_
     assert dm.mean.shape == dm.std.shape == (2, 3)
     batch = dm.on_after_batch_transfer(list(dm.train_set.tensors), 0)
     assert batch[0].mean(dim=0).abs().max() < 1e-5 and (batch[0].std(dim=0) - 1).abs().max() < 1e-4
+
+
+# --- damaged and unusual image files -------------------------------------------------------------
+
+
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    with Image.open(tmp_path / "ramp16.png") as image:
+        assert image.mode.startswith("I;16")
+        for channels in (1, 3):
+            pixels = ImageTransforms(image_size=32, channels=channels).build(train=False)(image)
+            assert pixels.mean().item() == pytest.approx(0.5, abs=0.01)  # clipped, it would be ~0.99
+            assert pixels.min().item() == 0.0 and pixels.max().item() == 1.0
+
+
+def test_a_symlink_loop_and_a_linked_file_count_each_image_once(tmp_path, recwarn):
+    root = make_image_tree(tmp_path / "images", per_class=10)
+    (root / "cat" / "loop").symlink_to("..", target_is_directory=True)  # cat/loop/cat/loop/... lists everything again
+    (root / "dog" / "again.png").symlink_to(root / "dog" / "000.png")
+    dm = set_up(ImageFolderDataModule(data_dir=str(root), loader=LoaderOptions(batch_size=4)))
+    paths = [p for split in dm.split_samples.values() for p, _ in split]
+    assert len(paths) == 20 and len({Path(p).resolve() for p in paths}) == 20  # none in two splits
+    assert any("lead to files already listed" in str(w.message) for w in recwarn)
+
+
+def test_a_truncated_jpeg_is_found_before_training_and_skipped_on_request(tmp_path):
+    from PIL import Image
+
+    root = make_image_tree(tmp_path / "images", per_class=6)
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(root / "cat" / "cut.jpg", quality=95)
+    whole = (root / "cat" / "cut.jpg").read_bytes()
+    (root / "cat" / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # cut off mid-image: verify() alone passes it
+    with pytest.raises(UserError, match=r"unreadable image file\(s\): .*cut.jpg"):
+        set_up(ImageFolderDataModule(data_dir=str(root), loader=LoaderOptions(batch_size=4)))
+    dm = set_up(ImageFolderDataModule(data_dir=str(root), skip_bad_images=True, loader=LoaderOptions(batch_size=4)))
+    assert not any(p.endswith("cut.jpg") for split in dm.split_samples.values() for p, _ in split)
+    assert sum(len(split) for split in dm.split_samples.values()) == 12

@@ -133,11 +133,14 @@ def test_slurm_requeue_continues_at_the_step_it_stopped_and_a_new_job_starts_afr
     assert min(logged) >= 53  # not one step done twice, none lost: the weights end as an uninterrupted run's
     assert_ends_like(tmp_path / "runs" / "two_layer_digits" / "version_1", uninterrupted)
 
+    # Lightning's own requeue file, as its handler would have left it: Lightning restores it by itself under SLURM.
+    shutil.copy(tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "interrupted.ckpt", tmp_path / "hpc_ckpt_1.ckpt")
     new_job = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=1", "--resume=auto", cwd=tmp_path,
                        env={**os.environ, **slurm_job(tmp_path, "4243")})
     assert new_job.returncode == 0, new_job.stderr
     output = new_job.stdout + new_job.stderr
     assert "written by SLURM job 4242, not by this job (4243)" in output and "starting afresh" in output
+    assert "Set hpc_ckpt_1.ckpt aside as job-4242.hpc-ckpt-1.ckpt" in output
     assert last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_2")["global_step"] == 40
 
 

@@ -13,6 +13,7 @@ resumed run to continue exactly as an uninterrupted one, ``ResumeState`` adds th
 ``--resume auto``, refuses a missing or damaged file with one line, and reads the file once.
 """
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,8 @@ def newest_checkpoint(trainer_config: Any) -> tuple[Path, dict[str, Any]] | None
     checkpoints count (a requeued job keeps its id), so a new job in the same folder starts afresh."""
     root = checkpoint_root(trainer_config)
     job = slurm_job_id()
-    for path in sorted(root.glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True):
+    candidates = [*root.glob("**/checkpoints/*.ckpt"), *lightning_hpc_checkpoints(trainer_config)]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             content = read_checkpoint(path)
         except UserError:
@@ -146,7 +148,7 @@ def newest_checkpoint(trainer_config: Any) -> tuple[Path, dict[str, Any]] | None
         if "loops" not in content or "optimizer_states" not in content:
             rank_zero_info(f"Skipping weights-only checkpoint {path} (it cannot continue training)")
             continue
-        writer = content.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("slurm_job")
+        writer = slurm_job_of(content)
         if job is not None and writer != job:
             by = f"SLURM job {writer}" if writer else "a run outside SLURM"
             rank_zero_info(f"Skipping checkpoint {path}: written by {by}, not by this job ({job}); --ckpt_path continues it")
@@ -173,6 +175,40 @@ def prepare_checkpoint(config: Any, subcommand: str) -> None:
         content = read_checkpoint(Path(ckpt_path))
     if content is not None and subcommand == "fit":
         continue_logger_run(config["trainer"], content)
+    if config.get("ckpt_path") is None and slurm_job_id() is not None:
+        set_aside_other_jobs_hpc_checkpoints(config["trainer"])
+
+
+def slurm_job_of(content: dict[str, Any]) -> str | None:
+    return content.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("slurm_job")
+
+
+def lightning_hpc_checkpoints(trainer_config: Any) -> list[Path]:
+    """Lightning's own requeue checkpoints, ``hpc_ckpt_N.ckpt`` in ``default_root_dir``. This project
+    does not write them (``project.interrupt``), but Lightning restores one by itself under SLURM
+    whenever no ``ckpt_path`` is given, whichever job wrote it."""
+    return sorted(Path(trainer_config.get("default_root_dir") or ".").glob("hpc_ckpt_*.ckpt"))
+
+
+def set_aside_other_jobs_hpc_checkpoints(trainer_config: Any) -> None:
+    """Rename the ``hpc_ckpt_N.ckpt`` files of other jobs to ``job-<id>.hpc-ckpt-N.ckpt`` (Lightning
+    reads any name that contains ``hpc_ckpt_``), so that Lightning does not silently continue them
+    in this job; they stay available to ``--ckpt_path``."""
+    job = slurm_job_id()
+    for path in lightning_hpc_checkpoints(trainer_config):
+        try:
+            writer = slurm_job_of(read_checkpoint(path))
+        except UserError:
+            writer = None
+        if writer == job:
+            continue
+        aside = path.with_name(f"job-{writer or 'unknown'}.{path.name.replace('hpc_ckpt_', 'hpc-ckpt-')}")
+        try:
+            os.replace(path, aside)  # every rank tries; the first one moves it
+        except FileNotFoundError:
+            continue
+        rank_zero_info(f"Set {path} aside as {aside}: it was written by {'SLURM job ' + writer if writer else 'another run'}, "
+                       "and Lightning would continue it in this job")
 
 
 def continue_logger_run(trainer_config: Any, content: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
 """Image files in class folders: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``."""
 
+import os
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
@@ -38,15 +40,44 @@ class ImageFiles(Dataset):
 
 
 def unreadable_images(paths: list[str]) -> list[str]:
-    """The paths PIL cannot open or verify (checks each file's structure without decoding pixels)."""
+    """The paths PIL cannot open or verify. ``verify`` checks a file's structure without decoding
+    pixels, which misses a JPEG cut off mid-image; a JPEG without its end marker is decoded in full."""
     bad = []
     for path in paths:
         try:
             with Image.open(path) as image:
+                image_format = image.format
                 image.verify()
+            if image_format == "JPEG" and not ends_like_a_jpeg(path):
+                with Image.open(path) as image:
+                    image.load()  # raises "image file is truncated"
         except Exception:  # PIL raises many types for damaged files
             bad.append(path)
     return bad
+
+
+def ends_like_a_jpeg(path: str) -> bool:
+    """Whether the end-of-image marker is in the file's last kilobyte (some writers append a little)."""
+    with open(path, "rb") as file:
+        file.seek(max(0, Path(path).stat().st_size - 1024))
+        return b"\xff\xd9" in file.read()
+
+
+def counted_once(samples: list[tuple[str, int]], root: Path) -> list[tuple[str, int]]:
+    """``samples`` with every file once: torchvision follows symbolic links, so a link to a parent
+    folder (a loop) lists the same files again at every depth, and a linked file or folder lists
+    them twice, which can also put one image in two splits. Warns with the count."""
+    seen: set[str] = set()
+    unique = []
+    for path, target in samples:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            unique.append((path, target))
+    if len(unique) < len(samples):
+        rank_zero_warn(f"{root}: {len(samples) - len(unique)} image path(s) lead to files already listed (symbolic "
+                       f"links or a link loop); each of the {len(unique)} files is used once")
+    return unique
 
 
 def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
@@ -58,7 +89,7 @@ def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
         samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as error:
         raise UserError(f"{root}: {error} (expected {root}/<class name>/<image files>)") from error
-    return samples, class_names
+    return counted_once(samples, root), class_names
 
 
 def scan_image_files(root: Path) -> list[str]:
@@ -149,8 +180,6 @@ class ImageFolderDataModule(BaseDataModule):
         listed = ", ".join(sorted(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         if not self.skip_bad_images:
             raise UserError(f"unreadable image file(s): {listed} (remove them or set data.skip_bad_images: true)")
-        from lightning.pytorch.utilities import rank_zero_warn
-
         rank_zero_warn(f"skipping {len(bad)} unreadable image file(s): {listed}")
         return {name: [s for s in split if s[0] not in bad] for name, split in samples.items()}
 

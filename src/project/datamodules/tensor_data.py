@@ -263,6 +263,8 @@ class TensorDataModule(BaseDataModule):
         split's loss into NaN (early stopping and the best checkpoint then judge nothing) or drop out
         of its accuracy unseen. Refused with one line, or left out with ``skip_non_finite``.
         (Training batches are checked step by step by the ``NonFiniteLoss`` callback.)"""
+        if len(split) == 0:
+            return split
         inputs, targets = split.tensors
         finite = inputs.reshape(len(inputs), -1).isfinite().all(1)
         if targets.is_floating_point():

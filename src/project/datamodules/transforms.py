@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
@@ -12,12 +13,21 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 class ConvertMode:
-    """Convert a PIL image to ``L`` (1 channel) or ``RGB`` (3 channels), so mixed folders load alike."""
+    """Convert a PIL image to ``L`` (1 channel) or ``RGB`` (3 channels), so mixed folders load alike.
+
+    16-bit grayscale (PIL modes ``I;16*`` and ``I``, e.g. 16-bit PNGs) is scaled to 8 bits first:
+    PIL's own conversion clips it, so a 0-65535 ramp would become almost all white.
+    """
 
     def __init__(self, channels: int) -> None:
         self.mode = "L" if channels == 1 else "RGB"
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        if image.mode.startswith("I;16") or image.mode == "I":
+            high_bits = np.asarray(image, dtype=np.int64).clip(0, 65535) >> 8
+            image = Image.fromarray(high_bits.astype(np.uint8), "L")
+        elif image.mode == "F":
+            raise UserError(f"{getattr(image, 'filename', 'an image')}: 32-bit float pixels; save it with 8 or 16 bits per channel")
         return image if image.mode == self.mode else image.convert(self.mode)
 
 
