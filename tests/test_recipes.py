@@ -1,6 +1,7 @@
 """The default recipe keeps its promise: LeNet on the real digits, tested from the checkpoint that
-`fit` prints as best, reaches >= 99.0% test accuracy on the seeds it was tuned on, and holds up on
-seeds it was never tuned on (chosen once, before any measurement)."""
+`fit` prints as best, reaches >= 99.0% test accuracy on a seed it was tuned on, and holds up on
+seeds it was never tuned on (chosen once, before any measurement). The suite runs the first seed
+of each group; `benchmarks/digits_recipe.py` measures all eleven for the README's table."""
 
 import statistics
 
@@ -9,8 +10,8 @@ import pytest
 from conftest import REPO
 from project.cli import ProjectCLI
 
-TUNED_SEEDS = [0, 1, 2]
-HELD_OUT_SEEDS = [100, 101, 102, 103, 104, 105, 106, 107]
+TUNED_SEEDS = [0]  # of 0, 1, 2
+HELD_OUT_SEEDS = [100, 101, 102, 103]  # of 100-107
 
 
 def best_checkpoint_test_accuracy(seed: int) -> float:

@@ -133,7 +133,7 @@ def test_a_config_without_a_logger_logs_to_csv(tmp_path):
     (tmp_path / "no_logger.yaml").write_text(yaml.safe_dump(recipe))
     printed = train_py("fit", "--config", str(tmp_path / "no_logger.yaml"), "--print_config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
-    assert yaml.safe_load(printed.stdout)["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
+    assert yaml.safe_load(printed.stdout)["trainer"]["logger"]["class_path"] == "project.loggers.CSVLogger"
     stacked = train_py("fit", "--config", str(tmp_path / "no_logger.yaml"), "--config",
                        str(REPO / "configs" / "logger" / "csv.yaml"), "--print_config", cwd=tmp_path)
     # the overlay changes the logger, not where its runs go: the base config's run name stays
@@ -167,3 +167,18 @@ def test_the_sweep_drives_train_py_with_arguments_the_config_accepts(tmp_path):
         assert node == value, key
     assert resolved["trainer"]["logger"]["class_path"] == "project.loggers.AutoOfflineWandbLogger"
 
+
+
+def test_runs_started_at_the_same_moment_get_folders_of_their_own(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+
+    from project.loggers import CSVLogger, TensorBoardLogger
+
+    # Lightning lists the folder and creates version_N only when it first writes: two runs that
+    # start together both take version_0.
+    assert [LightningCSVLogger(tmp_path / "lightning", name="x").version for _ in range(2)] == [0, 0]
+    loggers = [CSVLogger(tmp_path / "ours", name="x"), CSVLogger(tmp_path / "ours", name="x"),
+               TensorBoardLogger(tmp_path / "ours", name="x")]
+    assert [logger.version for logger in loggers] == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "ours" / "x").iterdir()) == ["version_0", "version_1", "version_2"]
+    assert CSVLogger(tmp_path / "ours", name="x", version="named").version == "named"

@@ -243,27 +243,31 @@ def main(args: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(is_not_lightning_noise)
     try:
         ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
-    except Interrupted as stop:  # a scheduler's signal: a checkpoint to continue from is saved
-        print_once(str(stop))
+    except Interrupted as stop:  # a scheduler's signal, seen by every rank alike: a checkpoint is saved
+        if global_rank() == 0:
+            print(stop, file=sys.stderr)
         sys.exit(stop.exit_code)
     except Exception as error:
         ours = find_user_error(error)
         if ours is None:
             raise
-        print_once(f"error: {ours}")
+        print_error(f"error: {ours}")
         sys.exit(2)
     finally:
         close_process_group()
 
 
-def print_once(line: str) -> None:
+def global_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+
+
+def print_error(line: str) -> None:
     """Print ``line`` to stderr on rank 0. Before DDP starts every rank meets the same problem and it
     is said once; during training another rank's problem may be its own, so ranks 1.. say theirs too."""
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
-    if rank == 0:
+    if global_rank() == 0:
         print(line, file=sys.stderr)
     elif dist.is_available() and dist.is_initialized():
-        print(f"(rank {rank}) {line}", file=sys.stderr)
+        print(f"(rank {global_rank()}) {line}", file=sys.stderr)
 
 
 def close_process_group() -> None:

@@ -69,9 +69,10 @@ class StopOnSignal(Callback):
         if trainer.global_step == self._last_step:  # inside a gradient accumulation: no step yet
             return
         self._last_step = trainer.global_step
-        # Any rank's signal stops every rank (one all-reduce per step under DDP).
-        received = trainer.strategy.reduce(torch.tensor(float(self._received), device=pl_module.device), reduce_op="max")
-        signum = int(received.item())
+        signum = self._received
+        if trainer.world_size > 1:  # any rank's signal stops every rank: one all-reduce per step
+            flag = torch.tensor(float(signum), device=pl_module.device)
+            signum = int(trainer.strategy.reduce(flag, reduce_op="max").item())
         if not signum:
             return
         folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.log_dir or ".")

@@ -1,4 +1,5 @@
-"""Weights & Biases that never blocks a run: online with a key and a network, offline otherwise."""
+"""Loggers: CSV and TensorBoard whose runs never share a folder, and Weights & Biases that never
+blocks a run (online with a key and a network, offline otherwise)."""
 
 import netrc
 import os
@@ -10,11 +11,51 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 DEFAULT_HOST = "https://api.wandb.ai"
+
+
+class ClaimsItsVersion:
+    """Mixin for Lightning's CSV and TensorBoard loggers: the run claims its ``version_N`` folder.
+
+    Lightning picks the next free ``version_N`` by listing the folder and creates it later, so runs
+    started at the same moment in one folder (a sweep's workers, a job array) can pick the same
+    one and write into each other's files. Here rank 0 creates the folder at once, with a create
+    that fails if it exists, and takes the next number until one succeeds.
+    """
+
+    @property
+    def version(self) -> int | str:
+        if getattr(self, "_claimed_version", None) is None:
+            version = super().version  # type: ignore[misc]
+            if isinstance(version, int) and rank_zero_only.rank == 0:
+                version = claim_version_folder(Path(self.root_dir), version)  # type: ignore[attr-defined]
+            self._claimed_version = version
+        return self._claimed_version
+
+
+def claim_version_folder(root: Path, first: int) -> int:
+    root.mkdir(parents=True, exist_ok=True)
+    version = first
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+class CSVLogger(ClaimsItsVersion, LightningCSVLogger):
+    """Lightning's ``CSVLogger`` (``metrics.csv``); each run claims its own ``version_N``."""
+
+
+class TensorBoardLogger(ClaimsItsVersion, LightningTensorBoardLogger):
+    """Lightning's ``TensorBoardLogger``; each run claims its own ``version_N``."""
 
 
 def wandb_host() -> str:
