@@ -384,3 +384,19 @@ def test_val_fraction_0_trains_without_validation_says_so_and_prints_commands_fo
     last = "runs/two_layer_digits/version_0/checkpoints/last.ckpt"
     assert f"Last checkpoint: {last}" in output and f"--ckpt_path {last}" in output
     assert torch.load(tmp_path / last, weights_only=True)["epoch"] == 1
+
+
+def test_a_sigterm_outside_training_exits_143_not_0(monkeypatch, capsys):
+    """Lightning ends validate/test/predict on SIGTERM with a SystemExit of status 0; a scheduler
+    must see that the job did not finish."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    import project.cli
+
+    def stopped(**kwargs):
+        raise SIGTERMException
+
+    monkeypatch.setattr(project.cli, "ProjectCLI", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test"])
+    assert exit_info.value.code == 143 and "stopped by SIGTERM" in capsys.readouterr().err

@@ -32,6 +32,7 @@ RECIPE = [
 ]
 TWO_DDP = ["--trainer.devices=2", "--trainer.strategy=ddp"]
 RUN = Path("runs", "two_layer_digits")
+pytestmark = pytest.mark.xdist_group("several_processes")  # one such test at a time (pyproject.toml)
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

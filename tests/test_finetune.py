@@ -161,6 +161,7 @@ def test_cached_features_are_refused_where_they_would_be_wrong(torch_home, image
         fit(module, image_data(images, horizontal_flip=0.5), epochs=1)
 
 
+@pytest.mark.xdist_group("several_processes")
 @pytest.mark.slow
 @pytest.mark.parametrize("action", ["stop", "skip"])
 def test_an_inf_gradient_on_one_rank_stops_or_skips_on_both_ranks_with_the_backbone_unfrozen(action, planted, images, tmp_path):
@@ -185,6 +186,7 @@ def test_an_inf_gradient_on_one_rank_stops_or_skips_on_both_ranks_with_the_backb
         assert final["global_step"] == 10 and all(torch.isfinite(t).all() for t in final["state_dict"].values())
 
 
+@pytest.mark.xdist_group("several_processes")
 @pytest.mark.slow
 def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_trains_the_weights_of_one_process(planted, images, tmp_path):
     """`--trainer.plugins+=project.distributed.SyncBatchNormPlugin` through the CLI: BatchNorm layers that train see the global batch,
@@ -228,6 +230,7 @@ def test_a_fine_tuned_checkpoint_tests_offline_without_the_pretrained_weights(pl
     assert "test/acc" in test.stdout
 
 
+@pytest.mark.xdist_group("several_processes")
 @pytest.mark.slow
 @pytest.mark.parametrize(("mode", "drop_last"), [("head only", False), ("unfreeze at 1", True)])
 def test_an_image_folder_that_does_not_divide_trains_alike_with_accumulation_and_ddp(mode, drop_last, planted, images, tmp_path):

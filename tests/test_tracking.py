@@ -80,6 +80,7 @@ def test_offline_wandb_run_holds_metrics_config_and_pictures_and_resumes_the_sam
     assert_png(tmp_path / "runs" / "lightning-template" / test_files[0].stem.removeprefix("run-") / "confusion_matrix.png")
 
 
+@pytest.mark.xdist_group("several_processes")
 @pytest.mark.slow
 def test_wandb_under_two_ddp_processes_makes_exactly_one_run(no_wandb_key, tmp_path):
     fit = train_py("fit", *RECIPE, *WANDB, "--trainer.max_epochs=1", "--trainer.devices=2", "--trainer.strategy=ddp",

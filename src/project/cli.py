@@ -5,6 +5,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.table import Table
 
@@ -247,6 +249,10 @@ def main(args: list[str] | None = None) -> None:
         if global_rank() == 0:
             print(stop, file=sys.stderr)
         sys.exit(stop.exit_code)
+    except SIGTERMException:  # Lightning's own SIGTERM handling (outside training): a SystemExit with status 0
+        if global_rank() == 0:
+            print("stopped by SIGTERM", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:
         ours = find_user_error(error)
         if ours is None:

@@ -6,6 +6,7 @@ import os
 import shlex
 import socket
 import sys
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -29,14 +30,12 @@ class ClaimsItsVersion:
     that fails if it exists, and takes the next number until one succeeds.
     """
 
-    @property
+    @cached_property
     def version(self) -> int | str:
-        if getattr(self, "_claimed_version", None) is None:
-            version = super().version  # type: ignore[misc]
-            if isinstance(version, int) and rank_zero_only.rank == 0:
-                version = claim_version_folder(Path(self.root_dir), version)  # type: ignore[attr-defined]
-            self._claimed_version = version
-        return self._claimed_version
+        version = super().version  # type: ignore[misc]
+        if isinstance(version, int) and rank_zero_only.rank == 0:
+            version = claim_version_folder(Path(self.root_dir), version)  # type: ignore[attr-defined]
+        return version
 
 
 def claim_version_folder(root: Path, first: int) -> int:
