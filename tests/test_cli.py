@@ -131,9 +131,16 @@ def empty_folder(tmp_path: Path) -> str:
     return "empty"
 
 
-def uneven_tensor_file(tmp_path: Path) -> str:
-    torch.save({"x": torch.zeros(10, 1000), "y": torch.zeros(9, 10)}, tmp_path / "uneven.pt")
-    return "uneven.pt"
+def tensor_data(tmp_path: Path, recipe: str, name: str, inputs: torch.Tensor, targets: torch.Tensor) -> list[str]:
+    """The arguments that train ``configs/<recipe>.yaml`` on a tensor file ``name`` holding these tensors."""
+    torch.save({"x": inputs, "y": targets}, tmp_path / name)
+    return ["--config", str(REPO / "configs" / f"{recipe}.yaml"), f"--data.path={name}"]
+
+
+def labels_with_one_far_too_large() -> torch.Tensor:
+    targets = torch.arange(40) % 2
+    targets[3] = 2_000_000_000
+    return targets
 
 
 BAD_INPUTS = {
@@ -146,7 +153,7 @@ BAD_INPUTS = {
     "input shape mismatch": (
         lambda t: ["--model.input_shape=[1,8,8]"], "the data's inputs have shape 3x32x32 but the model takes 1x8x8"),
     "target column mismatch": (
-        lambda t: ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={regression_file(t)}",
+        lambda t: [*tensor_data(t, "two_layer_regression", "regression.pt", torch.randn(40, 6), torch.randn(40, 2)),
                    "--model.num_outputs=3"], "the data has 2 target column(s) but model.num_outputs is 3"),
     "checkpoint with other sizes": (
         lambda t: [f"--ckpt_path={net_checkpoint(t, LeNet(3, (3, 32, 32)))}"],
@@ -157,10 +164,10 @@ BAD_INPUTS = {
     "unknown loss": (lambda t: ["--model.loss=hinge"], "unknown loss 'hinge'"),
     "unknown schedule": (lambda t: ["--model.lr_schedule.name=exponential"], "unknown lr schedule 'exponential'"),
     "uneven tensor file": (
-        lambda t: ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={uneven_tensor_file(t)}"],
+        lambda t: tensor_data(t, "two_layer_regression", "uneven.pt", torch.zeros(10, 1000), torch.zeros(9, 10)),
         "inputs and targets differ in length (10 inputs, 9 targets)"),
     "empty tensor file": (
-        lambda t: ["--config", str(REPO / "configs" / "two_layer_table.yaml"), f"--data.path={empty_tensor_file(t)}"],
+        lambda t: tensor_data(t, "two_layer_table", "empty.pt", torch.zeros(0, 4), torch.zeros(0)),
         "empty.pt: holds no samples (inputs of shape (0, 4))"),
     "missing checkpoint": (lambda t: ["--ckpt_path=nope.ckpt"], "checkpoint not found: nope.ckpt"),
     "truncated checkpoint": (lambda t: [f"--ckpt_path={truncated_checkpoint(t)}"], "is not a readable checkpoint"),
@@ -177,10 +184,10 @@ BAD_INPUTS = {
                    "--model.net.weights=null", "--model.net.weights_path=missing.pth"], "weights file not found: missing.pth"),
     "pickled object as checkpoint": (lambda t: [f"--ckpt_path={pickled_checkpoint(t)}"], "holding Python objects"),
     "class label far beyond the sample count": (
-        lambda t: ["--config", str(REPO / "configs" / "two_layer_table.yaml"), f"--data.path={huge_label_file(t)}"],
+        lambda t: tensor_data(t, "two_layer_table", "huge_label.pt", torch.randn(40, 4), labels_with_one_far_too_large()),
         "the largest is 2000000000 for 40 samples (3 distinct labels)"),
     "NaN targets in the validation split": (
-        lambda t: ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={nan_target_file(t)}"],
+        lambda t: tensor_data(t, "two_layer_regression", "nan_targets.pt", torch.randn(40, 6), torch.full((40, 2), float("nan"))),
         "the validation split has 4 sample(s) with NaN/inf in inputs or targets"),
     "output folder under a file": (
         lambda t: ["--trainer.logger.init_args.save_dir=images/cat/000.png/runs"],
@@ -191,31 +198,9 @@ BAD_INPUTS = {
 }
 
 
-def empty_tensor_file(tmp_path: Path) -> str:
-    torch.save({"x": torch.zeros(0, 4), "y": torch.zeros(0)}, tmp_path / "empty.pt")
-    return "empty.pt"
-
-
 def pickled_checkpoint(tmp_path: Path) -> str:
     torch.save({"state_dict": {}, "callback": Path("not plain data")}, tmp_path / "pickled.ckpt")
     return "pickled.ckpt"
-
-
-def huge_label_file(tmp_path: Path) -> str:
-    targets = torch.arange(40) % 2
-    targets[3] = 2_000_000_000
-    torch.save({"x": torch.randn(40, 4), "y": targets}, tmp_path / "huge_label.pt")
-    return "huge_label.pt"
-
-
-def nan_target_file(tmp_path: Path) -> str:
-    torch.save({"x": torch.randn(40, 6), "y": torch.full((40, 2), float("nan"))}, tmp_path / "nan_targets.pt")
-    return "nan_targets.pt"
-
-
-def regression_file(tmp_path: Path) -> str:
-    torch.save({"x": torch.randn(40, 6), "y": torch.randn(40, 2)}, tmp_path / "regression.pt")
-    return "regression.pt"
 
 
 def net_checkpoint(tmp_path: Path, net: torch.nn.Module) -> str:

@@ -246,12 +246,10 @@ def main(args: list[str] | None = None) -> None:
     try:
         ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
     except Interrupted as stop:  # a scheduler's signal, seen by every rank alike: a checkpoint is saved
-        if global_rank() == 0:
-            print(stop, file=sys.stderr)
+        print_once(str(stop))
         sys.exit(stop.exit_code)
     except SIGTERMException:  # Lightning's own SIGTERM handling (outside training): a SystemExit with status 0
-        if global_rank() == 0:
-            print("stopped by SIGTERM", file=sys.stderr)
+        print_once("stopped by SIGTERM")
         sys.exit(128 + signal.SIGTERM)
     except Exception as error:
         ours = find_user_error(error)
@@ -263,17 +261,19 @@ def main(args: list[str] | None = None) -> None:
         close_process_group()
 
 
-def global_rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+@rank_zero_only
+def print_once(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def print_error(line: str) -> None:
     """Print ``line`` to stderr on rank 0. Before DDP starts every rank meets the same problem and it
-    is said once; during training another rank's problem may be its own, so ranks 1.. say theirs too."""
-    if global_rank() == 0:
+    is said once; during training another rank's problem may be its own, so ranks 1.. say theirs too.
+    The rank is Lightning's (``rank_zero_only.rank``: torchrun's, its own launcher's, or SLURM's)."""
+    if rank_zero_only.rank == 0:
         print(line, file=sys.stderr)
     elif dist.is_available() and dist.is_initialized():
-        print(f"(rank {global_rank()}) {line}", file=sys.stderr)
+        print(f"(rank {rank_zero_only.rank}) {line}", file=sys.stderr)
 
 
 def close_process_group() -> None:

@@ -179,8 +179,13 @@ def prepare_checkpoint(config: Any, subcommand: str) -> None:
         set_aside_other_jobs_hpc_checkpoints(config["trainer"])
 
 
+def resume_state_of(content: dict[str, Any]) -> dict[str, Any]:
+    """What ``ResumeState`` saved in a checkpoint's contents (empty for checkpoints without it)."""
+    return content.get("callbacks", {}).get(ResumeState.__qualname__, {})
+
+
 def slurm_job_of(content: dict[str, Any]) -> str | None:
-    return content.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("slurm_job")
+    return resume_state_of(content).get("slurm_job")
 
 
 def lightning_hpc_checkpoints(trainer_config: Any) -> list[Path]:
@@ -215,7 +220,7 @@ def continue_logger_run(trainer_config: Any, content: dict[str, Any]) -> None:
     logger = trainer_config.get("logger")
     if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith("WandbLogger"):
         return
-    run_id = content.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("logger_run_id")
+    run_id = resume_state_of(content).get("logger_run_id")
     if isinstance(run_id, str) and not logger["init_args"].get("id"):
         logger["init_args"]["id"] = run_id
         logger["init_args"]["resume"] = "allow"
