@@ -9,10 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-from torch import nn
+# Two test workers share two cores: a second compute thread in a process would only wait for the
+# other worker (epochs of the digits recipe took 3-10 times longer). Set before torch is imported;
+# the train.py processes that tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -1,6 +1,7 @@
 """Scale-out with real processes on CPU (gloo): DDP through Lightning's launcher and torchrun, two
 simulated nodes, gradient accumulation and SyncBatchNorm, each compared with one process."""
 
+import json
 import os
 import socket
 import subprocess
@@ -86,6 +87,8 @@ def test_torchrun_fit_then_test_and_predict_equal_one_process(one_process, tmp_p
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert len(checkpoints) == 2 and "last.ckpt" in checkpoints
     assert_same_weights(weights(run), weights(one_process))
+    record = json.loads((run / "record.json").read_text())
+    assert record["launcher"] == "torchrun" and record["devices"]["processes"] == 2
 
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     for launcher in (torchrun, ()):

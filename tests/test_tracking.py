@@ -1,6 +1,7 @@
 """What a user sees and keeps: offline W&B runs read back from their records, plots, the CSV
-columns, plain console output without a terminal, the logger configs and the sweep."""
+columns, plain console output without a terminal, the logger configs and the run record."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -65,6 +66,9 @@ def test_offline_wandb_run_holds_metrics_config_and_pictures_and_resumes_the_sam
     resolved = wandb_config(record_file)
     assert resolved["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.04
     assert resolved["trainer"]["max_epochs"] == 2 and resolved["data"]["class_path"].endswith("TensorDataModule")
+    # the run record (record.json in the run folder) is in the W&B run config too
+    assert resolved["record"] == json.loads((run / "record.json").read_text()) | {"status": "running", "results": None}
+    assert "--model.optimizer.init_args.lr=0.04" in resolved["record"]["command"]
 
     resumed = train_py("fit", *RECIPE, *WANDB, "--trainer.max_epochs=3", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
                        *QUIET, cwd=tmp_path)
@@ -149,25 +153,6 @@ def test_tensorboard_config_writes_event_files(tmp_path):
     assert fit.returncode == 0, fit.stderr
     run = tmp_path / "runs" / "two_layer_digits" / "version_0"  # the recipe's run name, under any logger
     assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
-
-
-def test_the_sweep_drives_train_py_with_arguments_the_config_accepts(tmp_path):
-    sweep = yaml.safe_load((REPO / "configs" / "sweeps" / "lenet_digits.yaml").read_text())
-    assert sweep["program"] == "train.py" and sweep["metric"]["name"] == "val/acc"
-    chosen = {key: spec["values"][-1] if "values" in spec else spec["max"] for key, spec in sweep["parameters"].items()}
-    args = [f"--{key}={value}" for key, value in chosen.items()]
-    command = [part for part in sweep["command"] if not part.startswith("${")]
-    assert command[0] == "fit"
-    printed = train_py(*command, *args, "--print_config", cwd=REPO)
-    assert printed.returncode == 0, printed.stderr
-    resolved = yaml.safe_load(printed.stdout)
-    for key, value in chosen.items():
-        node = resolved
-        for part in key.split("."):
-            node = node[part]
-        assert node == value, key
-    assert resolved["trainer"]["logger"]["class_path"] == "project.loggers.AutoOfflineWandbLogger"
-
 
 
 def test_runs_started_at_the_same_moment_get_folders_of_their_own(tmp_path):

@@ -1,7 +1,11 @@
 """The README's path from your own data to predictions, through the real command line: fit with no
-size flags, then the test and predict commands that fit prints, pasted as they are."""
+size flags, then the test and predict commands that fit prints, pasted as they are; and the record
+each of those runs leaves."""
 
+import importlib.metadata
+import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -88,6 +92,39 @@ def test_fit_then_the_printed_test_and_predict_commands_run_as_pasted(make_data,
     else:  # right only if predict standardises with the training split's statistics
         expected = table_class(np.loadtxt(tmp_path / "new.csv", delimiter=",", skiprows=1))
         assert [int(row["predicted_class"]) for row in new_rows] == expected.tolist()
+    check_records(runs, fit_args, make_data is image_data)
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
+
+
+def check_records(runs: list[Path], fit_args: list[str], image_folder: bool) -> None:
+    """Each run's record.json: what produced it (command, code, packages, devices, data) and what it gave."""
+    fitted, tested, predicted, predicted_new = (json.loads((run / "record.json").read_text()) for run in runs)
+    assert fitted["command"] == shlex.join([sys.executable, str(REPO / "train.py"), "fit", *fit_args])
+    assert fitted["subcommand"] == "fit" and fitted["launcher"] == "direct" and fitted["seed"] == 0
+    assert fitted["git"]["commit"] == git("rev-parse", "HEAD").strip()
+    assert fitted["git"]["dirty"] == bool(git("status", "--porcelain").strip())
+    if fitted["git"]["changed"]:
+        assert (runs[0] / fitted["git"]["diff"]).read_text() == git("diff", "HEAD", "--binary")
+    for package in ("torch", "lightning", "torchvision", "torchmetrics"):
+        assert fitted["versions"][package] == importlib.metadata.version(package)
+    assert fitted["versions"]["python"] == platform.python_version() and fitted["versions"]["cuda_build"] == torch.version.cuda
+    assert fitted["devices"] == {"processes": 1, "devices_per_node": 1, "nodes": 1, "accelerator": "CPUAccelerator",
+                                 "strategy": "SingleDeviceStrategy", "precision": "32-true", "gpus": [], "driver": None}
+    assert fitted["data"]["kind"] == ("file names and sizes" if image_folder else "tensors")
+    assert sum(fitted["data"]["samples"].values()) == (36 if image_folder else 300)
+
+    assert fitted["status"] == tested["status"] == "finished"
+    best = fitted["results"]["best_checkpoint"]
+    assert best == str(next((runs[0] / "checkpoints").glob("best-*.ckpt")).resolve())
+    last_epoch = [row for row in read_csv(runs[0] / "metrics.csv") if row.get("val/acc")][-1]
+    assert fitted["results"]["metrics"]["val/acc"] == pytest.approx(float(last_epoch["val/acc"]), abs=1e-7)
+    assert tested["results"]["checkpoint"] == best
+    assert tested["results"]["metrics"]["test/acc"] == pytest.approx(float(read_csv(runs[1] / "metrics.csv")[-1]["test/acc"]), abs=1e-7)
+    assert tested["data"] == predicted["data"] == fitted["data"]  # the same data, the same fingerprint
+    assert predicted_new["data"]["sha256"] != fitted["data"]["sha256"]  # new inputs
 
 
 def test_sizes_and_standardisation_come_back_from_the_checkpoint(tmp_path):

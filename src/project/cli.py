@@ -8,6 +8,8 @@ import shutil
 import signal
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,16 +26,18 @@ from rich.table import Table
 import project.datamodules  # noqa: F401  (imported so that --data.help and --data can name its classes briefly)
 import project.lightning_modules  # noqa: F401  (the same for --model.help ClassificationModule)
 from project.callbacks import LatestBestCheckpoint
+from project.callbacks.record import scalar_metrics
 from project.distributed import match_torchrun, warn_if_restarts_share_the_store
 from project.errors import UserError, find_user_error
 from project.interrupt import Interrupted
+from project.launch import REPOSITORY, train_command
 from project.loggers import run_folder
 from project.options import full_key, keep_command_line_values, misspelt_option, model_options_given, with_class_defaults
+from project.record import unused_name
 from project.resume import checkpoint_root, prepare_checkpoint
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 BASE_CONFIG = REPOSITORY / "configs" / "base.yaml"
-TRAIN_PY = REPOSITORY / "train.py"
+RUN_START_FILES = ("config.yaml", "hparams.yaml", "record.json", "git.diff")  # what a run writes before any work
 BASE_SAVE_DIR = "runs"  # trainer.logger.init_args.save_dir in configs/base.yaml
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_NOISE = (
@@ -70,10 +74,7 @@ class SaveConfigToRun(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        path, n = folder / self.config_filename, 0
-        while path.exists():
-            n += 1
-            path = folder / f"config_resumed_{n}.yaml"
+        path = unused_name(folder, self.config_filename)
         self.parser.save(self.config, str(path), skip_none=False, multifile=self.multifile)
         if isinstance(trainer.logger, WandbLogger):
             trainer.logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
@@ -152,7 +153,7 @@ class ProjectCLI(LightningCLI):
 @rank_zero_only
 def print_final_metrics(trainer: Trainer) -> None:
     """A table of the last epoch's metrics (``test`` prints Lightning's own table)."""
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith("_step")}
+    metrics = scalar_metrics(trainer)
     if not metrics:
         return
     epochs, steps = trainer.current_epoch, trainer.global_step
@@ -172,10 +173,9 @@ def print_next_commands(trainer: Trainer) -> None:
     config = run_folder(trainer) / "config.yaml"  # written by SaveConfigToRun
     if not best or not config.is_file():
         return
-    script = os.path.relpath(TRAIN_PY) if TRAIN_PY.is_relative_to(Path.cwd()) else str(TRAIN_PY)
 
     def command(subcommand: str) -> str:
-        return shlex.join([sys.executable, script, subcommand, "--config", str(config), "--ckpt_path", best])
+        return shlex.join(train_command(subcommand, ["--config", str(config), "--ckpt_path", best]))
 
     which = "Best" if trainer.checkpoint_callback.monitor else "Last"  # no validation split: the last one
     lines = [f"{which} checkpoint: {best}", "Test it:", "  " + command("test")]
@@ -214,11 +214,12 @@ def check_output_folder(root: Path) -> None:
 
 def remove_empty_run_folder(trainer: Trainer) -> None:
     """After a run that failed before it trained or predicted anything, remove the run folder if it
-    holds nothing but the saved config, so that the next run is not numbered after an empty one."""
+    holds nothing but what every run writes at its start (config, record), so that the next run is
+    not numbered after an empty one."""
     if trainer.logger is None or not trainer.is_global_zero:
         return
     folder = run_folder(trainer)
-    if not folder.is_dir() or any(p.is_dir() or p.name not in ("config.yaml", "hparams.yaml") for p in folder.iterdir()):
+    if not folder.is_dir() or any(p.is_dir() or p.name not in RUN_START_FILES for p in folder.iterdir()):
         return
     shutil.rmtree(folder)
     if not any(folder.parent.iterdir()):
@@ -229,8 +230,8 @@ def is_not_lightning_noise(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(LIGHTNING_NOISE)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
+def quiet_known_noise() -> None:
+    """Leave out warnings and lines Lightning gives on every run that a user can do nothing about."""
     # Lightning 2.6 calls a torch API that torch 2.14 deprecates, once per run: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # test, predict and resumed runs write to a new run folder; Lightning warns each time that the
@@ -243,22 +244,36 @@ def main(args: list[str] | None = None) -> None:
     # Lines Lightning prints on every run that say nothing about it (rank_zero_info logs them here).
     # The same function each call: addFilter adds it once, however often main runs in one process.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(is_not_lightning_noise)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
+    quiet_known_noise()
     try:
-        ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
+        with exit_on_user_error():
+            ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
     except Interrupted as stop:  # a scheduler's signal, seen by every rank alike: a checkpoint is saved
         print_once(str(stop))
         sys.exit(stop.exit_code)
     except SIGTERMException:  # Lightning's own SIGTERM handling (outside training): a SystemExit with status 0
         print_once("stopped by SIGTERM")
         sys.exit(128 + signal.SIGTERM)
+    finally:
+        close_process_group()
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """A problem in the user's input (a ``UserError``, also one wrapped by another exception)
+    ends the program with one ``error:`` line and exit status 2; anything else is raised."""
+    try:
+        yield
     except Exception as error:
         ours = find_user_error(error)
         if ours is None:
             raise
         print_error(f"error: {ours}")
         sys.exit(2)
-    finally:
-        close_process_group()
 
 
 @rank_zero_only

@@ -25,7 +25,7 @@ class ClaimsItsVersion:
     """Mixin for Lightning's CSV and TensorBoard loggers: the run claims its ``version_N`` folder.
 
     Lightning picks the next free ``version_N`` by listing the folder and creates it later, so runs
-    started at the same moment in one folder (a sweep's workers, a job array) can pick the same
+    started at the same moment in one folder (a search's workers, a job array) can pick the same
     one and write into each other's files. Here rank 0 creates the folder at once, with a create
     that fails if it exists, and takes the next number until one succeeds.
     """

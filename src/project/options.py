@@ -70,7 +70,7 @@ def misspelt_option(message: str, parser: ArgumentParser) -> tuple[str, str] | N
     if unknown is None:
         return None
     typo = unknown.group(1) or unknown.group(2)
-    classes = re.findall(r"class_path '([\w.]+)'", message)
+    classes = re.findall(r"class_path[ =]'([\w.]+)'", message)
     if classes:  # inside a class given by class_path: its own arguments are the candidates
         prefix = ".".join(re.findall(r'Parser key "([\w.]+)"', message)) + "."
         parameters = class_parameters(classes[-1])

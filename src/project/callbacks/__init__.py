@@ -5,6 +5,8 @@ from project.callbacks.console import EpochLines, ParameterSummary
 from project.callbacks.curves import TrainingCurves
 from project.callbacks.non_finite import NonFiniteLoss
 from project.callbacks.predictions import PredictionCSVWriter
+from project.callbacks.pruning import OptunaPruning
+from project.callbacks.record import RunRecord
 
 
 def batch_size(batch: list) -> int:
@@ -12,4 +14,4 @@ def batch_size(batch: list) -> int:
     return len(batch[0])
 
 
-__all__ = ["EpochLines", "LatestBestCheckpoint", "NonFiniteLoss", "ParameterSummary", "PredictionCSVWriter", "TrainingCurves", "batch_size"]
+__all__ = ["EpochLines", "LatestBestCheckpoint", "NonFiniteLoss", "OptunaPruning", "ParameterSummary", "PredictionCSVWriter", "RunRecord", "TrainingCurves", "batch_size"]

@@ -12,6 +12,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, stratified_split
 from project.datamodules.transforms import ImageTransforms
 from project.errors import UserError
+from project.record import hash_files
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -203,3 +204,11 @@ class ImageFolderDataModule(BaseDataModule):
 
     def train_targets(self) -> torch.Tensor:
         return torch.tensor([target for _, target in self.split_samples["train"]])
+
+    def fingerprint(self, stage: str) -> dict:
+        """For the run record: a hash of the image files read (split, class, path and size)."""
+        if stage == "predict" and self.predict_dir is not None:
+            return hash_files((("predict", path) for path in self.predict_names), self.predict_dir)
+        entries = ((f"{split}\t{self.class_names[label]}", path)  # type: ignore[index]
+                   for split, samples in self.split_samples.items() for path, label in samples)
+        return {**hash_files(entries, self.data_dir), "samples": {split: len(s) for split, s in self.split_samples.items()}}

@@ -13,6 +13,7 @@ from project.datamodules.augment import BatchAffine
 from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
 from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep_batch
 from project.errors import UserError
+from project.record import hash_tensors
 
 BUILTIN_DATASETS = ("digits", "iris")
 FILE_SUFFIXES = (".pt", ".npz", ".npy", ".csv")
@@ -292,6 +293,19 @@ class TensorDataModule(BaseDataModule):
         copies = torch.cat([self.expand_affine(inputs[chunk], generator) for chunk in source.split(8192)])
         expanded = TensorDataset(torch.cat([inputs, copies]), torch.cat([targets, targets[source]]))
         return TensorSplit(expanded, list(range(size)))
+
+    def fingerprint(self, stage: str) -> dict[str, Any]:
+        """For the run record: a hash of the tensors read (after ``input_shape``/``resize_to`` and
+        ``expand_train_to``) and of which rows each split holds."""
+        if self.train_set is None:  # predict on new inputs only
+            assert self.predict_set is not None
+            inputs = self.predict_set.dataset.tensors  # type: ignore[attr-defined]
+            return {"sha256": hash_tensors(inputs), "kind": "tensors", "samples": {"predict": len(self.predict_set)}}
+        splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        sources = list({id(s.dataset): s.dataset for s in splits.values()}.values())  # type: ignore[union-attr]
+        tensors = [t for source in sources for t in source.tensors]
+        tensors += [torch.as_tensor(s.indices, dtype=torch.long) for s in splits.values()]  # type: ignore[union-attr]
+        return {"sha256": hash_tensors(tensors), "kind": "tensors", "samples": {k: len(s) for k, s in splits.items()}}  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the training split's statistics, which ``predict`` on new inputs needs."""

@@ -9,6 +9,7 @@ from torchvision import datasets
 from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
 from project.datamodules.transforms import ImageTransforms
 from project.errors import UserError
+from project.record import hash_files
 
 DATASETS: dict[str, tuple[type, list[str]]] = {
     "mnist": (
@@ -94,3 +95,10 @@ class TorchvisionDataModule(BaseDataModule):
         assert isinstance(self.train_set, Subset)
         targets = torch.as_tensor(self.train_set.dataset.targets)  # type: ignore[attr-defined]
         return targets[self.train_set.indices]
+
+    def fingerprint(self, stage: str) -> dict:
+        """For the run record: a hash of the dataset's files under ``root`` (names and sizes)."""
+        folder = self.root / DATASETS[self.name][1][0].split("/")[0]
+        files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+        return {**hash_files((("", path) for path in files), self.root),
+                "samples": {"train": len(self.train_set), "val": len(self.val_set), "test": len(self.test_set)}}  # type: ignore[arg-type]

@@ -1,0 +1,153 @@
+"""Many runs of ``train.py``, for ``search.py`` and ``seeds.py``: each run an ordinary ``train.py``
+process (its own run folder, its output in a log file), on a device of its own, stopped together.
+
+A run is a separate process so that it is exactly the command a user can paste, a crash or a
+bad setting ends only that run, and a run may itself use several devices (DDP).
+"""
+
+import json
+import logging
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from project.errors import UserError
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+TRAIN_PY = REPOSITORY / "train.py"
+
+
+def train_command(subcommand: str, args: list[str]) -> list[str]:
+    """``train.py SUBCOMMAND ARGS`` with this interpreter, as the user would run it."""
+    script = os.path.relpath(TRAIN_PY) if TRAIN_PY.is_relative_to(Path.cwd()) else str(TRAIN_PY)
+    return [sys.executable, script, subcommand, *args]
+
+
+def as_arguments(values: dict[str, Any]) -> list[str]:
+    """``{"model.optimizer.init_args.lr": 0.01}`` as ``["--model.optimizer.init_args.lr=0.01"]``:
+    strings as they are, anything else as JSON (which the command line reads as YAML)."""
+    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in values.items()]
+
+
+def parse_fit_arguments(args: list[str]) -> Any:
+    """The config ``train.py fit ARGS`` would run with, parsed but nothing built. A broken config
+    or a misspelt option ends the program here, with ``train.py``'s one-line error, before any run."""
+    from project.cli import ProjectCLI, exit_on_user_error, quiet_known_noise  # Lightning: seconds to import
+    from project.options import with_class_defaults
+
+    class ConfigOnly(ProjectCLI):
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+    quiet_known_noise()
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")  # "Seed set to N": no run starts here
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)
+    try:
+        with exit_on_user_error():
+            return ConfigOnly(args=with_class_defaults(args), run=False).config
+    finally:
+        seed_log.setLevel(level)
+
+
+def gpus_visible() -> list[str]:
+    """The GPUs this process may use, by the ids ``CUDA_VISIBLE_DEVICES`` takes."""
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [d.strip() for d in listed.split(",")][:count] if listed else [str(i) for i in range(count)]
+
+
+class Devices:
+    """One share of the machine per concurrent run. With GPUs, ``parallel`` runs split them evenly
+    (``CUDA_VISIBLE_DEVICES`` for each); on CPU, each run gets ``cores / parallel`` threads."""
+
+    def __init__(self, parallel: int) -> None:
+        if parallel < 1:
+            raise UserError(f"--parallel must be >= 1, got {parallel}")
+        gpus = gpus_visible()
+        if gpus and parallel > len(gpus):
+            raise UserError(f"--parallel {parallel} needs a GPU per run, but {len(gpus)} are visible")
+        self.shares: queue.Queue[dict[str, str]] = queue.Queue()
+        per_run = len(gpus) // parallel
+        threads = str(max(1, (os.cpu_count() or 1) // parallel))
+        for k in range(parallel):
+            share = {"CUDA_VISIBLE_DEVICES": ",".join(gpus[k * per_run : (k + 1) * per_run])} if gpus else {}
+            if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+                share["OMP_NUM_THREADS"] = threads
+            self.shares.put(share)
+
+    @contextmanager
+    def take(self) -> Iterator[dict[str, str]]:
+        """The environment of one run, on a share no other run holds."""
+        share = self.shares.get()
+        try:
+            yield {**os.environ, **share}
+        finally:
+            self.shares.put(share)
+
+
+class Stopped(Exception):
+    """This program was asked to stop (SIGINT, SIGTERM); its runs were passed the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class Runs:
+    """The ``train.py`` processes running now. SIGINT (Ctrl-C) or SIGTERM to this program reaches
+    each of them as SIGTERM: it saves ``checkpoints/interrupted.ckpt`` after its current step and
+    exits. Runs start in a session of their own, so a Ctrl-C in the terminal reaches them only so."""
+
+    def __init__(self) -> None:
+        self.running: set[subprocess.Popen] = set()
+        self.stop_signal: int | None = None
+
+    def stop_on_signals(self) -> None:
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signum
+        for process in list(self.running):
+            process.send_signal(signal.SIGTERM)
+
+    def run(self, command: list[str], log: Path, env: dict[str, str]) -> int:
+        """Run ``command`` with its output in ``log``; its exit status. Raises ``Stopped`` when this
+        program was asked to stop, before or while it ran."""
+        if self.stop_signal is not None:
+            raise Stopped(self.stop_signal)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as output:
+            output.write(shlex.join(command) + "\n\n")
+            output.flush()
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.running.add(process)
+        if self.stop_signal is not None:  # the signal came while it started
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait()
+        finally:
+            self.running.discard(process)
+        if self.stop_signal is not None:
+            raise Stopped(self.stop_signal)
+        return code
+
+
+def last_error(log: Path) -> str:
+    """The line of a failed run's output that says why: its ``error:`` line, else its last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("error:", "(rank")) or "Error:" in line]
+    return (errors or lines or ["no output"])[-1]
