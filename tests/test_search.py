@@ -161,3 +161,14 @@ def test_the_slurm_array_script_starts_search_py_from_the_repository(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("usage: search.py") and "--space" in shown.stdout
+
+
+@pytest.mark.slow
+def test_trials_that_fail_are_named_with_their_error_and_three_in_a_row_stop_the_search(tmp_path):
+    write_space(tmp_path, f"{LR}: {{choices: [-1.0]}}\n")  # torch refuses a negative learning rate
+    result = subprocess.run(SEARCH, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert [line.split()[:3] for line in failed] == [["trial", str(n), "failed"] for n in range(3)]
+    assert all("Invalid learning rate: -1.0" in line and "output.log" in line for line in failed)
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the search stopped after 3 failed trials in a row")

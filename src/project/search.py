@@ -226,9 +226,10 @@ class Search:
         if done < self.options.trials:
             self.runs.stop_on_signals()
             try:
-                study.optimize(self.objective, n_trials=self.options.trials - done, n_jobs=self.options.parallel,
-                               catch=(TrialFailed,), callbacks=[
-                                   self.after_trial, optuna.study.MaxTrialsCallback(self.options.trials, states=FINISHED)])
+                # Until the study holds enough finished trials (a failed trial does not count; the
+                # other workers' trials do), or FAILURES_IN_A_ROW stops it.
+                study.optimize(self.objective, n_jobs=self.options.parallel, catch=(TrialFailed,), callbacks=[
+                    self.after_trial, optuna.study.MaxTrialsCallback(self.options.trials, states=FINISHED)])
             except Stopped as stop:
                 finished = len(study.get_trials(deepcopy=False, states=FINISHED))
                 print(f"search stopped by {stop} with {finished} of {self.options.trials} trials done; run the same "
