@@ -49,6 +49,13 @@ data.augment.degrees: {{low: 0, high: 20.0}}
         assert isinstance(values["data.augment.degrees"], float)
 
 
+def test_an_option_also_in_the_space_is_named():
+    space = [Parameter("trainer.max_epochs", low=1, high=4), Parameter(LR, low=0.1, high=1.0)]
+    assert search.overridden(space, ["--trainer.max_epochs=3", "--trainer.max_epochs_x", "2", "--config", "a.yaml"]) == [
+        "trainer.max_epochs"]
+    assert search.overridden(space, [f"--{LR}", "0.5"]) == [LR]
+
+
 @pytest.mark.parametrize("text, says", [
     ("lr: 0.1", "expected {low: ..., high: ...[, log: true][, step: ...]} or {choices: [...]}"),
     ("lr: {low: 0.1}", "a range needs both low and high"),

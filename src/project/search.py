@@ -297,6 +297,11 @@ def json_line(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def overridden(space: list[Parameter], fit_args: list[str]) -> list[str]:
+    """The space's keys that the command line also sets (the trial's value comes later and wins)."""
+    return [p.key for p in space if any(arg == f"--{p.key}" or arg.startswith(f"--{p.key}=") for arg in fit_args)]
+
+
 def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="search.py", allow_abbrev=False,
@@ -324,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with exit_on_user_error():
         space = read_space(options.space)
+        for key in overridden(space, fit_args):
+            print(f"note: --{key} is in the search space: each trial's value replaces the one given here", flush=True)
         config = parse_fit_arguments([*fit_args, *as_arguments({p.key: p.example() for p in space})])
         code = Search(options, fit_args, space, config).run()
     sys.exit(code)
