@@ -30,7 +30,7 @@ from project.callbacks.record import scalar_metrics
 from project.distributed import match_torchrun, warn_if_restarts_share_the_store
 from project.errors import UserError, find_user_error
 from project.interrupt import Interrupted
-from project.launch import REPOSITORY, train_command
+from project.launch import BASE_SAVE_DIR, REPOSITORY, train_command
 from project.loggers import run_folder
 from project.options import full_key, keep_command_line_values, misspelt_option, model_options_given, with_class_defaults
 from project.record import unused_name
@@ -38,7 +38,6 @@ from project.resume import checkpoint_root, prepare_checkpoint
 
 BASE_CONFIG = REPOSITORY / "configs" / "base.yaml"
 RUN_START_FILES = ("config.yaml", "hparams.yaml", "record.json", "git.diff")  # what a run writes before any work
-BASE_SAVE_DIR = "runs"  # trainer.logger.init_args.save_dir in configs/base.yaml
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_NOISE = (
     "💡 Tip",  # advertisements for Lightning's cloud services

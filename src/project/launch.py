@@ -22,6 +22,7 @@ from project.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 TRAIN_PY = REPOSITORY / "train.py"
+BASE_SAVE_DIR = "runs"  # trainer.logger.init_args.save_dir in configs/base.yaml
 
 
 def train_command(subcommand: str, args: list[str]) -> list[str]:
@@ -58,6 +59,22 @@ def parse_fit_arguments(args: list[str]) -> Any:
             return ConfigOnly(args=with_class_defaults(args), run=False).config
     finally:
         seed_log.setLevel(level)
+
+
+def tool_folder(config: Any, tool: str) -> Path:
+    """Where ``search.py`` or ``seeds.py`` puts its runs: ``runs/<tool>``, or under
+    ``trainer.default_root_dir`` when the command line moves the runs there."""
+    return Path(config["trainer"].get("default_root_dir") or BASE_SAVE_DIR, tool)
+
+
+def find_record(home: Path, subcommand: str) -> dict[str, Any]:
+    """The record (``record.json``, ``project.callbacks.RunRecord``) of the finished ``subcommand``
+    run under ``home``, the ``default_root_dir`` given to that run alone, with its ``folder``."""
+    for path in sorted(home.rglob("record.json")):
+        record = json.loads(path.read_text())
+        if record["subcommand"] == subcommand and record["status"] == "finished":
+            return {**record, "folder": str(path.parent)}
+    raise UserError(f"no finished {subcommand} run with a record.json under {home}: is RunRecord among trainer.callbacks?")
 
 
 def gpus_visible() -> list[str]:

@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from project.errors import UserError
-from project.launch import Devices, Runs, Stopped, as_arguments, last_error, parse_fit_arguments, train_command
+from project.launch import (Devices, Runs, Stopped, as_arguments, find_record, last_error, parse_fit_arguments, tool_folder,
+                            train_command)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FAILURES_IN_A_ROW = 3  # then the search stops: the setting, not one unlucky trial, is the problem
@@ -145,8 +146,7 @@ class Search:
         if not checkpoint.get("monitor"):
             raise UserError("the search needs a validation metric to compare trials: the config sets no checkpoint.monitor")
         self.monitor, self.direction = checkpoint["monitor"], "maximize" if checkpoint["mode"] == "max" else "minimize"
-        root = config["trainer"].get("default_root_dir") or "runs"
-        self.folder = (Path(root) / "search" / options.study).resolve()
+        self.folder = (tool_folder(config, "search") / options.study).resolve()
         self.storage = options.storage or f"sqlite:///{self.folder / 'study.db'}"
         self.runs = Runs()
         self.devices = Devices(options.parallel)
@@ -168,39 +168,43 @@ class Search:
         study.sampler = optuna.samplers.TPESampler(seed=seed)
         return study
 
-    def trial_arguments(self, trial: Trial, values: dict[str, Any]) -> list[str]:
+    def trial_arguments(self, trial: Trial, values: dict[str, Any], home: Path) -> list[str]:
         """``fit``'s arguments for a trial: the user's, the trial's values, and where it reports."""
         pruning = {"class_path": "project.callbacks.OptunaPruning", "init_args": {
             "storage": self.storage, "study_name": self.options.study, "trial_number": trial.number,
             "monitor": self.monitor, "pruner": self.options.pruner,
             "startup_trials": self.options.startup_trials, "warmup_epochs": self.options.warmup_epochs}}
-        home = f"--trainer.default_root_dir={self.folder / f'trial_{trial.number}'}"
-        return [*self.fit_args, *as_arguments(values), home, f"--trainer.callbacks+={json_line(pruning)}"]
+        return [*self.fit_args, *as_arguments(values), f"--trainer.default_root_dir={home}", f"--trainer.callbacks+={json_line(pruning)}"]
 
     def objective(self, trial: Trial) -> float:
         values = {p.key: p.suggest(trial) for p in self.space}
-        log = self.folder / f"trial_{trial.number}" / "output.log"
+        home = self.folder / f"trial_{trial.number}"
+        log = home / "output.log"
         start = time.perf_counter()
         try:
             with self.devices.take() as env:
-                code = self.runs.run(train_command("fit", self.trial_arguments(trial, values)), log, env)
+                code = self.runs.run(train_command("fit", self.trial_arguments(trial, values, home)), log, env)
         except Stopped:
             trial.study.enqueue_trial(values, user_attrs={"retry_of": trial.number})  # run again on resume
             raise
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
-        reported = frozen(trial).user_attrs  # written by the trial's train.py (OptunaPruning)
         if code != 0:
             error = f"exit {code}: {last_error(log)} (output: {log})"
             trial.set_user_attr("error", error)
             raise TrialFailed(error)
-        if "pruned_at_epoch" in reported:
+        fit = find_record(home, "fit")
+        results = fit["results"]
+        trial.set_user_attr("run_folder", fit["folder"])
+        trial.set_user_attr("value", results["best_score"])
+        trial.set_user_attr("best_checkpoint", results["best_checkpoint"])
+        if "pruned_at_epoch" in frozen(trial).user_attrs:  # written by the trial's train.py (OptunaPruning)
             raise optuna.TrialPruned()
-        if reported.get("value") is None:
+        if results["best_score"] is None:
             error = f"no {self.monitor} was logged (output: {log})"
             trial.set_user_attr("error", error)
             raise TrialFailed(error)
-        return reported["value"]
+        return results["best_score"]
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """One line per trial; stops the search after ``FAILURES_IN_A_ROW`` failed trials."""

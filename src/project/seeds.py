@@ -19,9 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from project.callbacks.record import read_record
-from project.errors import UserError
-from project.launch import Devices, Runs, Stopped, last_error, parse_fit_arguments, train_command
+from project.launch import Devices, Runs, Stopped, find_record, last_error, parse_fit_arguments, tool_folder, train_command
 from project.loggers import claim_version_folder
 
 SUMMARY_COLUMNS = ("metric", "mean", "std", "min", "max", "seeds")
@@ -65,15 +63,6 @@ class SeedRuns:
             result.runs.append(test["folder"])
             result.metrics.update(test["results"]["metrics"])
         return result
-
-
-def find_record(home: Path, subcommand: str) -> dict[str, Any]:
-    """The record of the finished ``subcommand`` run under ``home`` (each seed's runs have a folder of their own)."""
-    for path in sorted(home.rglob("record.json")):
-        record = read_record(path.parent)
-        if record["subcommand"] == subcommand and record["status"] == "finished":
-            return {**record, "folder": str(path.parent)}
-    raise UserError(f"no finished {subcommand} run with a record.json under {home}: is RunRecord among trainer.callbacks?")
 
 
 def summarize(results: list[SeedResult]) -> list[dict[str, Any]]:
@@ -133,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with exit_on_user_error():
         config = parse_fit_arguments(fit_args)
-        root = Path(config["trainer"].get("default_root_dir") or "runs", "seeds", options.name or run_name(config))
+        root = tool_folder(config, "seeds") / (options.name or run_name(config))
         folder = root / f"version_{claim_version_folder(root, 0)}"
         runner = SeedRuns(fit_args, folder.resolve(), options.parallel, options.test)
         print(f"{len(options.seeds)} seeds, {options.parallel} at a time; runs go to {folder}", flush=True)

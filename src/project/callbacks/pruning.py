@@ -1,11 +1,7 @@
 """Reports each epoch's validation metric to an Optuna trial; stops the run when the study prunes it."""
 
-from pathlib import Path
-
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-
-from project.loggers import run_folder
 
 
 class OptunaPruning(Callback):
@@ -14,9 +10,9 @@ class OptunaPruning(Callback):
     After every validation it reports ``monitor`` at that epoch to trial ``trial_number`` of the
     study, and when the study's pruner says so the run stops at the end of the epoch, as an
     ordinary run: its checkpoints, metrics and record are all there. ``search.py`` then marks the
-    trial pruned. (Optuna's own Lightning callback raises ``TrialPruned`` inside ``fit`` instead,
-    which would end the run as a crash.) At the end it stores the run folder, the best checkpoint
-    and its score in the trial. Only rank 0 talks to the study; under DDP it tells the others.
+    trial pruned, and takes its score and best checkpoint from the run's ``record.json``.
+    (Optuna's own Lightning callback raises ``TrialPruned`` inside ``fit`` instead, which would end
+    the run as a crash.) Only rank 0 talks to the study; under DDP it tells the others.
 
     Rerunning a finished trial's ``config.yaml`` reports nothing (a warning says so); ``test`` and
     ``predict`` never open the study.
@@ -37,8 +33,6 @@ class OptunaPruning(Callback):
         self.trial = open_trial(self.storage, self.study_name, self.trial_number, *self.pruner)
         if self.trial is None:
             rank_zero_warn(f"trial {self.trial_number} of study {self.study_name!r} is finished: this run reports nothing to it")
-            return
-        self.trial.set_user_attr("run_folder", str(run_folder(trainer).resolve()))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
@@ -53,10 +47,3 @@ class OptunaPruning(Callback):
             rank_zero_info(f"pruned by the search after epoch {trainer.current_epoch} ({self.monitor} {float(value):.4f})")
             if self.trial is not None:
                 self.trial.set_user_attr("pruned_at_epoch", trainer.current_epoch)
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
-        score = getattr(checkpoint, "best_model_score", None)
-        if self.trial is not None and score is not None:
-            self.trial.set_user_attr("best_checkpoint", str(Path(checkpoint.best_model_path).resolve()))  # type: ignore[union-attr]
-            self.trial.set_user_attr("value", float(score))

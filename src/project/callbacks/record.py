@@ -91,9 +91,5 @@ def scalar_metrics(trainer: Trainer) -> dict[str, float]:
             if value.numel() == 1 and not key.endswith("_step")}
 
 
-def read_record(folder: Path, filename: str = "record.json") -> dict[str, Any]:
-    return json.loads((Path(folder) / filename).read_text())
-
-
 def absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
