@@ -7,7 +7,7 @@ Every argument search.py does not know goes to `train.py fit`. The study is kept
 runs/search/<study>/study.db: the same command continues a stopped search.
 """
 
-from project.search import main
+from project.engine.search import main
 
 if __name__ == "__main__":
     main()

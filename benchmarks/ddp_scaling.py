@@ -11,8 +11,8 @@ where one process leaves cores idle.
 
 import argparse
 import csv
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import tempfile

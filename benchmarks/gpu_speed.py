@@ -31,10 +31,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from finetune_speed import make_images  # noqa: E402
-
 from epoch_timer import EpochTimer  # noqa: E402
-from project.cli import ProjectCLI  # noqa: E402
+from finetune_speed import make_images  # noqa: E402
+from project.engine.cli import ProjectCLI  # noqa: E402
 
 DIGITS_60K = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--config", str(REPO / "configs" / "data" / "digits_60k.yaml")]
 BF16 = ["--trainer.precision=bf16-mixed"]

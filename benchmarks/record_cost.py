@@ -3,7 +3,7 @@
     python benchmarks/record_cost.py [--repeats 5]
 
 Builds the digits job of configs/lenet_digits.yaml (and, with --with-60k, the MNIST-size overlay
-configs/data/digits_60k.yaml) as train.py would, reads its data, then times `project.record.run_record`
+configs/data/digits_60k.yaml) as train.py would, reads its data, then times `project.engine.provenance.run_record`
 (what RunRecord does when a run starts) and each of its parts: git (commit, status, diff),
 package versions, devices, and the data fingerprint. Prints the median of N repeats.
 """
@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from project.cli import ProjectCLI, quiet_known_noise
-from project.launch import REPOSITORY
-from project.record import data_fingerprint, device_info, git_state, package_versions, run_record
+from project.engine.cli import ProjectCLI
+from project.engine.internals import quiet_known_noise
+from project.engine.paths import REPOSITORY
+from project.engine.provenance import device_info, git_state, package_versions, run_record
 
 CONFIG = REPOSITORY / "configs" / "lenet_digits.yaml"
 OVERLAY_60K = REPOSITORY / "configs" / "data" / "digits_60k.yaml"
@@ -41,7 +42,7 @@ def measure(configs: list[Path], repeats: int) -> None:
             "git (commit, status, diff)": lambda: git_state(REPOSITORY, Path(folder)),
             "package versions": package_versions,
             "devices": lambda: device_info(trainer),
-            "data fingerprint": lambda: data_fingerprint(data, "fit"),
+            "data fingerprint": lambda: data.fingerprint("fit"),
             "whole record": lambda: run_record(REPOSITORY, Path(folder), trainer, data, "fit"),
         }
         name = " + ".join(c.stem for c in configs)

@@ -22,8 +22,8 @@ backbone, live features) on a generated 2-class folder of 64x64 PNGs.
 """
 
 import argparse
-import os
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -42,12 +42,12 @@ HERE = Path(__file__).resolve().parents[1]
 #   TEMPLATE_REPO=../other PYTHONPATH=../other/src python benchmarks/vs_plain_loop.py
 REPO = Path(os.environ.get("TEMPLATE_REPO", HERE))
 sys.path.insert(0, str(HERE / "benchmarks"))
-from finetune_speed import make_images  # noqa: E402
-
 from epoch_timer import EpochTimer  # noqa: E402
-from project.cli import ProjectCLI  # noqa: E402
+from finetune_speed import make_images  # noqa: E402
+from project.engine.cli import ProjectCLI  # noqa: E402
+
 try:
-    from project.internals import PlainHookNameWrites  # noqa: E402
+    from project.engine.internals import PlainHookNameWrites  # noqa: E402
 except ImportError:  # a checkout without it
     PlainHookNameWrites = None
 from project.nets import LeNet, TwoLayerNet  # noqa: E402
@@ -225,7 +225,7 @@ CASES = {"lenet_digits": lenet_digits, "two_layer": two_layer, "resnet18_head": 
 
 @contextlib.contextmanager
 def hook_name_writes_through_nn_module() -> Iterator[None]:
-    """The template without ``project.internals.PlainHookNameWrites``: Lightning's hook-name writes go
+    """The template without ``project.engine.internals.PlainHookNameWrites``: Lightning's hook-name writes go
     through ``nn.Module.__setattr__`` again. The gain column shows what that shortcut pays."""
     shortcut = PlainHookNameWrites.__setattr__
     del PlainHookNameWrites.__setattr__
@@ -272,7 +272,7 @@ def main() -> None:
     print(f"(CPU, {torch.get_num_threads()} threads; ratio = template / plain loop, goal <= 1.03; bare PL = the plain "
           "loop's module in a Trainer with every extra off, the floor Lightning's loop sets; fast-path gain = template "
           "epoch with per-sample DataLoader / with fast tensor batches, goal >= 1.3; hook-name shortcut gain = template "
-          "epoch without / with project.internals.PlainHookNameWrites)")
+          "epoch without / with project.engine.internals.PlainHookNameWrites)")
 
 
 if __name__ == "__main__":

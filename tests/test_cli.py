@@ -10,7 +10,7 @@ import torchvision
 import yaml
 
 from conftest import QUIET, REPO, make_image_tree, make_mnist_files, read_csv, train_py, write_png
-from project.cli import main
+from project.engine.cli import main
 from project.nets import LeNet, TwoLayerNet
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -376,12 +376,92 @@ def test_a_sigterm_outside_training_exits_143_not_0(monkeypatch, capsys):
     must see that the job did not finish."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    import project.cli
+    import project.engine.cli
 
     def stopped(**kwargs):
         raise SIGTERMException
 
-    monkeypatch.setattr(project.cli, "ProjectCLI", stopped)
+    monkeypatch.setattr(project.engine.cli, "ProjectCLI", stopped)
     with pytest.raises(SystemExit) as exit_info:
         main(["test"])
     assert exit_info.value.code == 143 and "stopped by SIGTERM" in capsys.readouterr().err
+
+
+def test_a_net_size_option_is_answered_with_where_sizes_come_from_never_with_itself(capsys):
+    for option in ("--model.net.num_classes", "--model.net.num_outputs", "--model.net.input_shape", "--model.net.d_out"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(REPO / "configs" / "lenet_digits.yaml"), option, "10"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: {option}: a net's number of outputs and input shape come from the data (and from a checkpoint): "
+                       "leave the option out")
+    with pytest.raises(SystemExit):  # AdamW has no momentum, and nothing near it: no suggestion of the option itself
+        main(["fit", "--config", str(REPO / "configs" / "lenet_digits.yaml"), "--model.optimizer.momentum", "0.9"])
+    assert "did you mean --model.optimizer.momentum" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("project.callbacks.NonFiniteLoss", "project.engine.callbacks.NonFiniteGradients"),
+    ("project.loggers.CSVLogger", "project.engine.loggers.CSVLogger"),
+    ("project.distributed.SyncBatchNormPlugin", "project.engine.distributed.SyncBatchNormPlugin"),
+])
+def test_a_class_path_of_an_earlier_layout_says_where_the_class_is_now(old, new, capsys):
+    option = {"NonFiniteLoss": "--trainer.callbacks+=", "CSVLogger": "--trainer.logger=",
+              "SyncBatchNormPlugin": "--trainer.plugins+="}[old.rpartition(".")[2]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", IMAGE_CONFIG, option + old])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {old} is now {new}: change the config that names it"
+
+
+def reads_of_checkpoints(monkeypatch) -> list[Path]:
+    """Every checkpoint file torch.load reads from now on (by path or through an open file)."""
+    reads, real = [], torch.load
+
+    def counting(file, *args, **kwargs):
+        name = str(file) if isinstance(file, (str, os.PathLike)) else str(getattr(file, "name", ""))
+        if name.endswith(".ckpt"):
+            reads.append(Path(name).resolve())
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    return reads
+
+
+def test_a_resumed_fit_and_a_test_read_their_checkpoint_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), *QUIET]
+    main(["fit", *recipe, "--trainer.max_epochs=1"])
+    last = (tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt").resolve()
+    reads = reads_of_checkpoints(monkeypatch)
+    main(["fit", *recipe, "--trainer.max_epochs=2", f"--ckpt_path={last}"])
+    assert reads == [last]
+    reads.clear()
+    main(["test", *recipe, f"--ckpt_path={last}"])
+    assert reads == [last]
+    reads.clear()
+    main(["fit", *recipe, "--trainer.max_epochs=3", "--resume=auto"])  # the newest: version_1's last.ckpt
+    assert reads == [(tmp_path / "runs" / "two_layer_digits" / "version_1" / "checkpoints" / "last.ckpt").resolve()]
+
+
+def test_a_checkpoints_hyperparameters_go_over_the_config_files_and_under_the_command_line(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    recipe = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), *QUIET]
+    main(["fit", *recipe, "--trainer.max_epochs=1"])  # label_smoothing 0.0
+    last = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt"
+    (tmp_path / "smoothing.yaml").write_text("model:\n  init_args:\n    label_smoothing: 0.3\n")
+    main(["test", *recipe, "--config", "smoothing.yaml", f"--ckpt_path={last}"])
+    assert "label_smoothing: 0.0" in (tmp_path / "runs" / "two_layer_digits" / "version_1" / "config.yaml").read_text()
+    main(["test", *recipe, "--config", "smoothing.yaml", f"--ckpt_path={last}", "--model.label_smoothing=0.2"])
+    assert "label_smoothing: 0.2" in (tmp_path / "runs" / "two_layer_digits" / "version_2" / "config.yaml").read_text()
+    assert "model.label_smoothing: 0.2 from the command line, not the checkpoint's 0.0" in caplog.text
+
+
+def test_a_checkpoint_of_a_dataset_with_named_classes_loads_for_test(tmp_path, monkeypatch):
+    """scikit-learn names iris's classes with numpy strings; saved as such, the checkpoint would not load with weights_only."""
+    monkeypatch.chdir(tmp_path)
+    recipe = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--data.dataset=iris", *QUIET]
+    main(["fit", *recipe, "--trainer.max_epochs=1"])
+    last = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["class_names"] == ["setosa", "versicolor", "virginica"]
+    main(["test", *recipe, f"--ckpt_path={last}"])

@@ -14,8 +14,8 @@ from project.datamodules import (
     TensorDataModule,
     TorchvisionDataModule,
 )
-from project.datamodules.base import split_sizes, stratified_split
-from project.errors import UserError
+from project.datamodules.splits import split_sizes, stratified_split
+from project.engine.errors import UserError
 
 
 def set_up(datamodule, stage: str = "fit"):
@@ -229,11 +229,13 @@ def test_missing_and_empty_folders_are_named(tmp_path):
 
 
 def test_predict_set_lists_files_in_order_with_their_index(image_tree, tmp_path):
+    """A row's index is its position in predict_set (Lightning's predict loop tracks it beside the
+    batch), not a value in the batch where a target could be mistaken for it."""
     for i in range(3):
         write_png(tmp_path / "new" / f"img{i}.png", i % 2, "RGB")
     dm = set_up(ImageFolderDataModule(str(image_tree), predict_dir=str(tmp_path / "new")), "predict")
     assert [Path(p).name for p in dm.predict_names] == ["img0.png", "img1.png", "img2.png"]
-    assert dm.predict_set[2][1] == 2
+    assert Path(dm.predict_set.samples[2][0]).name == "img2.png" and dm.predict_set[2][1] == -1  # no class known
 
 
 def test_transform_options_are_checked():

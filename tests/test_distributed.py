@@ -16,13 +16,8 @@ from torch import nn
 
 from conftest import KILLABLE, QUIET, REPO, kill_at, read_csv, train_py
 from project.datamodules import LoaderOptions, TensorDataModule
-from project.distributed import (
-    CPUSyncBatchNorm,
-    SyncBatchNormPlugin,
-    match_torchrun,
-    warn_if_restarts_share_the_store,
-)
-from project.errors import UserError
+from project.engine.distributed import CPUSyncBatchNorm, SyncBatchNormPlugin, torchrun_counts, warn_if_restarts_share_the_store
+from project.engine.errors import UserError
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 # The two-layer net (no BatchNorm, no dropout) on the 1,258 training digits: a global batch of 74
@@ -203,23 +198,23 @@ def test_torchrun_sets_devices_when_auto_and_refuses_a_mismatch(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     trainer = {"devices": "auto", "num_nodes": 1}
-    match_torchrun(trainer)
-    assert trainer == {"devices": 2, "num_nodes": 2}
-    match_torchrun({"devices": 2, "num_nodes": 2})  # agrees: accepted
+    assert torchrun_counts(trainer) == {"devices": 2, "num_nodes": 2}  # the Trainer's; the config keeps auto
+    assert trainer == {"devices": "auto", "num_nodes": 1}
+    torchrun_counts({"devices": 2, "num_nodes": 2})  # agrees: accepted
     with pytest.raises(UserError, match="torchrun started 4 processes .* set --trainer.devices=2 --trainer.num_nodes=2"):
-        match_torchrun({"devices": 3, "num_nodes": 1})
+        torchrun_counts({"devices": 3, "num_nodes": 1})
 
 
 def test_main_closes_the_process_group_it_leaves_behind(monkeypatch, tmp_path):
     # A process group left open at exit made a torchrun rank abort now and then (SIGABRT from gloo threads).
-    import project.cli
+    import project.engine.cli
 
     def run_that_opens_a_group(args):
         store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
         torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
 
-    monkeypatch.setattr(project.cli, "ProjectCLI", run_that_opens_a_group)
-    project.cli.main([])
+    monkeypatch.setattr(project.engine.cli, "ProjectCLI", run_that_opens_a_group)
+    project.engine.cli.main([])
     assert not torch.distributed.is_initialized()
 
 

@@ -16,9 +16,9 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from conftest import KILLABLE, QUIET, REPO, kill_at, make_image_tree, train_py
 from project.datamodules import ImageFolderDataModule, LoaderOptions
 from project.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransforms
-from project.errors import UserError
+from project.engine.errors import UserError
+from project.engine.schedules import LRSchedule
 from project.lightning_modules import FineTuningModule
-from project.lightning_modules.schedules import LRSchedule
 from project.nets import TorchvisionClassifier
 
 RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name torchvision's IMAGENET1K_V1 weights cache under
@@ -189,7 +189,7 @@ def test_an_inf_gradient_on_one_rank_stops_or_skips_on_both_ranks_with_the_backb
 @pytest.mark.xdist_group("several_processes")
 @pytest.mark.slow
 def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_trains_the_weights_of_one_process(planted, images, tmp_path):
-    """`--trainer.plugins+=project.distributed.SyncBatchNormPlugin` through the CLI: BatchNorm layers that train see the global batch,
+    """`--trainer.plugins+=project.engine.distributed.SyncBatchNormPlugin` through the CLI: BatchNorm layers that train see the global batch,
     so two steps on 2 ranks x 4 images give one process's weights and statistics on 8.
 
     In float64 they agree to rounding. In float32 they differ by up to ~3e-4 after two steps: the
@@ -206,7 +206,7 @@ def test_sync_batchnorm_flag_under_two_cpu_ddp_processes_trains_the_weights_of_o
         "--trainer.limit_train_batches=2", "--trainer.accelerator=cpu", *QUIET,
     ]
     results = {}
-    for name, extra in (("one", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.plugins+=project.distributed.SyncBatchNormPlugin"])):
+    for name, extra in (("one", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.plugins+=project.engine.distributed.SyncBatchNormPlugin"])):
         result = train_py("fit", *common, *extra, cwd=tmp_path / name, env=env)
         assert result.returncode == 0, result.stderr
         checkpoint = tmp_path / name / "runs" / "resnet_finetune_unfreeze" / "version_0" / "checkpoints" / "last.ckpt"

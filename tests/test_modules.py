@@ -1,7 +1,6 @@
 """The Lightning modules inside a real Trainer: logged numbers must equal numbers computed by hand."""
 
 import csv
-
 from functools import partial
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from project.datamodules import LoaderOptions, TensorDataModule
-from project.errors import UserError
+from project.engine.errors import UserError
 from project.lightning_modules import ClassificationModule, LRSchedule, RegressionModule
 from project.nets import TwoLayerNet
 
@@ -119,7 +118,7 @@ def test_only_trainable_parameters_reach_the_optimizer(tmp_path):
 def test_the_best_checkpoint_moves_to_a_later_epoch_that_ties_but_not_to_a_worse_one():
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from project.callbacks import LatestBestCheckpoint
+    from project.engine.callbacks import LatestBestCheckpoint
 
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     for mode, best, tie, worse, better in (("max", 1.0, 1.0, 0.99, 1.01), ("min", 0.2, 0.2, 0.3, 0.1)):

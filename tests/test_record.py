@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 
 from conftest import make_image_tree, make_mnist_files
-from project import record
 from project.datamodules import ImageFolderDataModule, TensorDataModule, TorchvisionDataModule
+from project.engine import provenance
 
 
 def git(folder, *args):
@@ -22,21 +22,21 @@ def test_a_dirty_tree_records_its_diff_and_a_clean_one_none(tmp_path):
     (repo / "model.py").write_text("width = 1\n")
     git(repo, "add", "model.py")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
-    clean = record.git_state(repo, run)
+    clean = provenance.git_state(repo, run)
     assert clean == {"commit": git(repo, "rev-parse", "HEAD").strip(), "dirty": False, "changed": [], "untracked": []}
     (repo / "model.py").write_text("width = 2\n")
     (repo / "notes.txt").write_text("new\n")
-    dirty = record.git_state(repo, run)
+    dirty = provenance.git_state(repo, run)
     assert dirty["dirty"] and dirty["changed"] == ["model.py"] and dirty["untracked"] == ["notes.txt"]
     assert "+width = 2" in (run / dirty["diff"]).read_text()
-    assert record.git_state(tmp_path / "not-a-repo", run)["commit"] is None
+    assert provenance.git_state(tmp_path / "not-a-repo", run)["commit"] is None
 
 
 def test_the_record_changes_when_a_package_version_changes(monkeypatch):
-    before = record.package_versions()
+    before = provenance.package_versions()
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.7.0" if name == "lightning" else real(name))
-    after = record.package_versions()
+    after = provenance.package_versions()
     assert before != after and after["lightning"] == "2.7.0" and before["lightning"] == real("lightning")
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import KILLABLE, QUIET, REPO, kill_at, read_csv, train_py
-from project.errors import UserError
+from project.engine.errors import UserError
 
 DIGITS = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
 TWO_LAYER = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
@@ -178,7 +178,7 @@ def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint_
 
 WRITER = """
 import sys, time, torch
-from project.checkpoint_io import AtomicCheckpointIO
+from project.engine.checkpoint_io import AtomicCheckpointIO
 path, phase = sys.argv[1], sys.argv[2]
 io = AtomicCheckpointIO()
 if phase == "first":
@@ -218,7 +218,7 @@ def test_a_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_who
 def test_checkpoints_are_written_without_a_usable_tmpdir_and_a_failed_write_is_one_line(tmp_path, monkeypatch):
     from lightning.fabric.plugins.io import TorchCheckpointIO
 
-    from project.checkpoint_io import AtomicCheckpointIO
+    from project.engine.checkpoint_io import AtomicCheckpointIO
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "full"))  # as if $TMPDIR were full: nothing can be made there
     with pytest.raises(OSError):  # why the project has its own: Lightning 2.6 goes through $TMPDIR

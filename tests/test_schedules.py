@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, OneCycleLR, StepLR
 
-from project.errors import UserError
-from project.lightning_modules.schedules import LRSchedule, build_schedulers
+from project.engine.errors import UserError
+from project.engine.schedules import LRSchedule, build_schedulers
 
 BASE_LR, STEPS_PER_EPOCH, EPOCHS = 0.1, 4, 12
 

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from conftest import QUIET, REPO, read_csv, train_py
-from project import loggers
+from project.engine import loggers
 from wandb_records import config as wandb_config
 from wandb_records import history
 
@@ -138,7 +138,7 @@ def test_a_config_without_a_logger_logs_to_csv(tmp_path):
     (tmp_path / "no_logger.yaml").write_text(yaml.safe_dump(recipe))
     printed = train_py("fit", "--config", str(tmp_path / "no_logger.yaml"), "--print_config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
-    assert yaml.safe_load(printed.stdout)["trainer"]["logger"]["class_path"] == "project.loggers.CSVLogger"
+    assert yaml.safe_load(printed.stdout)["trainer"]["logger"]["class_path"] == "project.engine.loggers.CSVLogger"
     stacked = train_py("fit", "--config", str(tmp_path / "no_logger.yaml"), "--config",
                        str(REPO / "configs" / "logger" / "csv.yaml"), "--print_config", cwd=tmp_path)
     # the overlay changes the logger, not where its runs go: the base config's run name stays
@@ -158,7 +158,7 @@ def test_tensorboard_config_writes_event_files(tmp_path):
 def test_runs_started_at_the_same_moment_get_folders_of_their_own(tmp_path):
     from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 
-    from project.loggers import CSVLogger, TensorBoardLogger
+    from project.engine.loggers import CSVLogger, TensorBoardLogger
 
     # Lightning lists the folder and creates version_N only when it first writes: two runs that
     # start together both take version_0.

@@ -9,10 +9,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, stratified_split
+from project.datamodules.splits import stratified_split
 from project.datamodules.transforms import ImageTransforms
-from project.errors import UserError
-from project.record import hash_files
+from project.engine.data import LoaderOptions, ProjectDataModule
+from project.engine.errors import UserError
+from project.engine.provenance import hash_files
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -103,7 +104,7 @@ def scan_image_files(root: Path) -> list[str]:
     return files
 
 
-class ImageFolderDataModule(BaseDataModule):
+class ImageFolderDataModule(ProjectDataModule):
     """Class-per-folder images, as in torchvision's ``ImageFolder``.
 
     Two layouts are accepted under ``data_dir``:
@@ -125,6 +126,8 @@ class ImageFolderDataModule(BaseDataModule):
             of stopping.
         loader: batch size, workers and sampling (``LoaderOptions``).
     """
+
+    new_inputs_option = "--data.predict_dir DIR (a folder of images)"
 
     def __init__(
         self,
@@ -191,7 +194,7 @@ class ImageFolderDataModule(BaseDataModule):
             if self.check_images and (bad := unreadable_images(files)):
                 raise UserError(f"unreadable image file(s) in {self.predict_dir}: {', '.join(bad[:5])}")
             self.predict_names = files
-            self.predict_set = IndexedInputs(ImageFiles([(f, -1) for f in files], eval_transform))
+            self.predict_set = ImageFiles([(f, -1) for f in files], eval_transform)  # -1: no class known
             return
         if not self.split_samples:
             self.split_samples = self.prepare_split_samples()
@@ -200,10 +203,13 @@ class ImageFolderDataModule(BaseDataModule):
         self.test_set = ImageFiles(self.split_samples["test"], eval_transform)
         if stage == "predict":
             self.predict_names = [path for path, _ in self.split_samples["test"]]
-            self.predict_set = IndexedInputs(self.test_set)
+            self.predict_set = self.test_set
 
     def train_targets(self) -> torch.Tensor:
         return torch.tensor([target for _, target in self.split_samples["train"]])
+
+    def random_training_inputs(self) -> str | None:
+        return self.transforms.randomness()
 
     def fingerprint(self, stage: str) -> dict:
         """For the run record: a hash of the image files read (split, class, path and size)."""

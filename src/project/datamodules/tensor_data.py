@@ -10,10 +10,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
 from project.datamodules.augment import BatchAffine
-from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
+from project.datamodules.splits import split_sizes
 from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep_batch
-from project.errors import UserError
-from project.record import hash_tensors
+from project.engine.data import LoaderOptions, ProjectDataModule, loader_class
+from project.engine.errors import UserError
+from project.engine.provenance import hash_tensors
 
 BUILTIN_DATASETS = ("digits", "iris")
 FILE_SUFFIXES = (".pt", ".npz", ".npy", ".csv")
@@ -32,7 +33,7 @@ def load_builtin(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         return inputs, torch.tensor(bunch.target), [str(t) for t in bunch.target_names]
     if name == "iris":
         bunch = datasets.load_iris()
-        return torch.tensor(bunch.data, dtype=torch.float32), torch.tensor(bunch.target), list(bunch.target_names)
+        return torch.tensor(bunch.data, dtype=torch.float32), torch.tensor(bunch.target), [str(n) for n in bunch.target_names]
     raise UserError(f"unknown built-in dataset {name!r}: choose one of {', '.join(BUILTIN_DATASETS)}")
 
 
@@ -116,7 +117,7 @@ def load_tensor_file(
     return inputs, targets
 
 
-class TensorDataModule(BaseDataModule):
+class TensorDataModule(ProjectDataModule):
     """In-memory tensors split into train/val/test with ``random_split`` and a fixed seed.
 
     Args:
@@ -145,6 +146,8 @@ class TensorDataModule(BaseDataModule):
         keep_on_device: with fast_batches, move the tensors to the GPU once, so batches need no copy.
         loader: batch size, workers and sampling (``LoaderOptions``).
     """
+
+    new_inputs_option = "--data.predict_path FILE (inputs without targets)"
 
     def __init__(
         self,
@@ -187,8 +190,6 @@ class TensorDataModule(BaseDataModule):
         split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
-        self.multilabel = False
-        self.num_targets: int | None = None  # regression: columns of the targets, known after setup
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All inputs and targets, shaped and typed for the task; sets ``class_names`` for classification."""
@@ -236,7 +237,7 @@ class TensorDataModule(BaseDataModule):
             # New inputs only: the training file is not read; standardisation statistics come from
             # the checkpoint (load_state_dict).
             inputs, _ = load_tensor_file(self.predict_path, self.input_key, None, 0)
-            self.predict_set = IndexedInputs(TensorDataset(self.shaped(inputs)))
+            self.predict_set = TensorDataset(self.shaped(inputs))
             self.predict_names = [f"row {i}" for i in range(len(self.predict_set))]
             return
         if self.train_set is not None:
@@ -251,7 +252,7 @@ class TensorDataModule(BaseDataModule):
         self.val_set, self.test_set = self.finite_only(self.val_set, "validation"), self.finite_only(self.test_set, "test")
         if self.expand_train_to is not None:
             self.train_set = self._expanded(self.train_set, self.expand_train_to)
-        self.predict_set = IndexedInputs(self.test_set)
+        self.predict_set = self.test_set
         self.predict_names = [f"row {i}" for i in self.test_set.indices]
         if self.standardize:
             train_inputs = self.train_set.tensors[0]  # stacked once, reused by the fast batches
@@ -263,7 +264,7 @@ class TensorDataModule(BaseDataModule):
         """``split``, checked for samples whose inputs or targets hold NaN/inf: they would turn the
         split's loss into NaN (early stopping and the best checkpoint then judge nothing) or drop out
         of its accuracy unseen. Refused with one line, or left out with ``skip_non_finite``.
-        (Training batches are checked step by step by the ``NonFiniteLoss`` callback.)"""
+        (Training batches are checked step by step by the ``NonFiniteGradients`` callback.)"""
         if len(split) == 0:
             return split
         inputs, targets = split.tensors
@@ -299,7 +300,7 @@ class TensorDataModule(BaseDataModule):
         ``expand_train_to``) and of which rows each split holds."""
         if self.train_set is None:  # predict on new inputs only
             assert self.predict_set is not None
-            inputs = self.predict_set.dataset.tensors  # type: ignore[attr-defined]
+            inputs = self.predict_set.tensors  # type: ignore[attr-defined]
             return {"sha256": hash_tensors(inputs), "kind": "tensors", "samples": {"predict": len(self.predict_set)}}
         splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
         sources = list({id(s.dataset): s.dataset for s in splits.values()}.values())  # type: ignore[union-attr]
@@ -308,10 +309,11 @@ class TensorDataModule(BaseDataModule):
         return {"sha256": hash_tensors(tensors), "kind": "tensors", "samples": {k: len(s) for k, s in splits.items()}}  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the training split's statistics, which ``predict`` on new inputs needs."""
-        return {"mean": self.mean, "std": self.std} if self.standardize else {}
+        """Saved in checkpoints: also the training split's statistics, which ``predict`` on new inputs needs."""
+        return {**super().state_dict(), **({"mean": self.mean, "std": self.std} if self.standardize else {})}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         if self.standardize and state_dict.get("mean") is not None:
             self.mean, self.std = state_dict["mean"], state_dict["std"]
 
@@ -335,8 +337,8 @@ class TensorDataModule(BaseDataModule):
             tensors = tuple(t.to(self.trainer.strategy.root_device) for t in tensors)
         # Its own generator: a DataLoader draws a base seed for its workers every epoch, which would
         # otherwise come from the global generator that augmentation and dropout draw from.
-        return DataLoader(StackedTensors(*tensors), batch_size=self.batch_size_per_device(), sampler=sampler,
-                          drop_last=drop_last, collate_fn=keep_batch, generator=torch.Generator())
+        return loader_class(sampler)(StackedTensors(*tensors), batch_size=self.batch_size_per_device(), sampler=sampler,
+                                     drop_last=drop_last, collate_fn=keep_batch, generator=torch.Generator())
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches and standardize every batch, on the device that holds it."""

@@ -6,10 +6,11 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
-from project.datamodules.base import BaseDataModule, IndexedInputs, LoaderOptions, split_sizes
+from project.datamodules.splits import split_sizes
 from project.datamodules.transforms import ImageTransforms
-from project.errors import UserError
-from project.record import hash_files
+from project.engine.data import LoaderOptions, ProjectDataModule
+from project.engine.errors import UserError
+from project.engine.provenance import hash_files
 
 DATASETS: dict[str, tuple[type, list[str]]] = {
     "mnist": (
@@ -30,7 +31,7 @@ DATASETS: dict[str, tuple[type, list[str]]] = {
 }
 
 
-class TorchvisionDataModule(BaseDataModule):
+class TorchvisionDataModule(ProjectDataModule):
     """A torchvision classification dataset: its train set split into train/val, its test set for test.
 
     Args:
@@ -88,8 +89,11 @@ class TorchvisionDataModule(BaseDataModule):
         self.train_set = Subset(train_full, order[: sizes[0]])
         self.val_set = Subset(self._open(train=True, transform=eval_transform), order[sizes[0] :])
         self.test_set = self._open(train=False, transform=eval_transform)
-        self.predict_set = IndexedInputs(self.test_set)
+        self.predict_set = self.test_set
         self.predict_names = [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
+
+    def random_training_inputs(self) -> str | None:
+        return self.transforms.randomness()
 
     def train_targets(self) -> torch.Tensor:
         assert isinstance(self.train_set, Subset)

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
-from project.errors import UserError
+from project.engine.errors import UserError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -67,12 +67,13 @@ class ImageTransforms:
             if values is not None and len(values) != self.channels:
                 raise UserError(f"transforms.{name} has {len(values)} values but channels is {self.channels}")
 
-    def random_steps(self) -> list[str]:
-        """Names of the random training augmentations that are on."""
+    def randomness(self) -> str | None:
+        """The random training augmentations that are on, as a data module's ``random_training_inputs`` says them."""
         steps = {"random_crop_padding": self.random_crop_padding, "horizontal_flip": self.horizontal_flip,
                  "vertical_flip": self.vertical_flip, "rotation_degrees": self.rotation_degrees,
                  "color_jitter": self.color_jitter}
-        return [name for name, value in steps.items() if value]
+        on = [name for name, value in steps.items() if value]
+        return f"random augmentation (data.transforms: {', '.join(on)})" if on else None
 
     def build(self, train: bool) -> T.Compose:
         steps: list = [ConvertMode(self.channels), T.Resize((self.image_size, self.image_size))]

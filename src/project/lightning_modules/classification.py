@@ -7,13 +7,14 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MetricCollection
 
-from project.errors import UserError
-from project.lightning_modules.base import NetFactory, TrainingModule
+from project.engine.data import ProjectDataModule
+from project.engine.errors import UserError
+from project.engine.loggers import log_picture, run_folder
+from project.engine.module import NetFactory, TrainingModule
+from project.engine.reports import report_confusion_matrix
+from project.engine.schedules import LRSchedule
+from project.engine.speed import SpeedOptions
 from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss, per_sample
-from project.lightning_modules.reports import report_confusion_matrix
-from project.lightning_modules.schedules import LRSchedule
-from project.lightning_modules.speed import SpeedOptions
-from project.loggers import log_picture, run_folder
 
 
 class ClassificationModule(TrainingModule):
@@ -63,24 +64,23 @@ class ClassificationModule(TrainingModule):
         self.loss_fn = build_loss(loss, CLASSIFICATION_LOSSES, class_weights, label_smoothing)
         self.multilabel_loss = loss == "bce_with_logits"
         self.class_weights, self.top_k = class_weights, top_k
-        self.class_names: list[str] | None = None
         self._output_width_checked = False
         if num_classes is not None and input_shape is not None:
             self.build_net(num_classes, input_shape)
 
-    def outputs_of(self, datamodule: Any) -> int | None:
-        names = getattr(datamodule, "class_names", None)
+    def outputs_of(self, datamodule: ProjectDataModule) -> int | None:
+        names = datamodule.class_names
         if not names:
             return None
-        if self.multilabel_loss and len(names) == 2 and not getattr(datamodule, "multilabel", False):
+        if self.multilabel_loss and len(names) == 2 and not datamodule.multilabel:
             return 1  # two classes with a BCE loss: one logit, the probability of the second class
         return len(names)
 
-    def outputs_mismatch(self, datamodule: Any, outputs: int) -> str:
-        names = datamodule.class_names
+    def outputs_mismatch(self, datamodule: ProjectDataModule, outputs: int, given: int) -> str:
+        names = datamodule.class_names or []
         return (
             f"the data has {len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) "
-            f"but model.num_classes is {self.hparams['num_classes']}"
+            f"but model.num_classes is {given}"
             + (" (binary tasks use num_classes: 1 with 2 classes)" if self.multilabel_loss and len(names) == 2 else "")
         )
 
@@ -109,9 +109,8 @@ class ClassificationModule(TrainingModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        names = getattr(self.trainer.datamodule, "class_names", None)
-        if names:
-            self.class_names = list(names)
+        if self.trainer.datamodule.class_names:
+            self.class_names = list(self.trainer.datamodule.class_names)
 
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target = batch[0], batch[1]
@@ -154,9 +153,9 @@ class ClassificationModule(TrainingModule):
         self.test_confusion.reset()
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Return ``index``, ``pred`` (class index, or multi-hot for multilabel) and ``prob`` per sample."""
-        x, index = batch[0], batch[1]
-        logits = self(x)
+        """Return ``pred`` (class index, or multi-hot for multilabel) and ``prob`` per sample of the
+        batch's inputs (``batch[0]``); Lightning tracks which rows they are."""
+        logits = self(batch[0])
         if self.task == "multiclass":
             prob, pred = logits.softmax(dim=-1).max(dim=-1)
         elif self.task == "binary":
@@ -166,7 +165,7 @@ class ClassificationModule(TrainingModule):
         else:
             probs = logits.sigmoid()
             pred, prob = (probs > 0.5).long(), probs
-        return {"index": index, "pred": pred, "prob": prob}
+        return {"pred": pred, "prob": prob}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -1,6 +1,5 @@
 """Fine-tuning a pretrained backbone: freeze it, unfreeze it later at a lower rate, or cache its features."""
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,15 +8,16 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from project.errors import UserError
-from project.internals import BatchNormBase
-from project.lightning_modules.base import NetFactory
+from project.engine.errors import UserError
+from project.engine.internals import BatchNormBase
+from project.engine.module import NetFactory
 from project.lightning_modules.classification import ClassificationModule
+from project.nets import BackboneAndHead
 
 
 class FineTuningModule(ClassificationModule):
     """Classification with a net that has a pretrained ``backbone`` and a new ``head``
-    (``project.nets.TorchvisionClassifier``).
+    (a ``project.nets.BackboneAndHead``, such as ``project.nets.TorchvisionClassifier``).
 
     Lightning's ``BackboneFinetuning`` is not used: it adds the unfrozen backbone as a new parameter
     group mid-run, which DDP then never averages (Lightning issue #20340) and schedulers never see.
@@ -62,13 +62,12 @@ class FineTuningModule(ClassificationModule):
         self._feature_batches = False
         self._live_datasets: tuple[Dataset | None, Dataset | None] = (None, None)
         super().__init__(net, **kwargs)  # builds the net now if the class count is given
-        # Frozen BatchNorm layers are in eval mode on purpose; Lightning would warn about them each fit.
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     def build_net(self, outputs: int, input_shape: Sequence[int]) -> None:
         super().build_net(outputs, input_shape)
-        if not (hasattr(self.net, "backbone") and hasattr(self.net, "head")):
-            raise UserError(f"fine-tuning needs a net with .backbone and .head (e.g. project.nets.TorchvisionClassifier), got {type(self.net).__name__}")
+        if not isinstance(self.net, BackboneAndHead):
+            raise UserError(f"fine-tuning needs a net with a backbone and a head, a project.nets.BackboneAndHead "
+                            f"(e.g. project.nets.TorchvisionClassifier), got {type(self.net).__name__}")
         self._set_backbone_trainable(not self.freeze_backbone)
 
     @property
@@ -146,7 +145,7 @@ class FineTuningModule(ClassificationModule):
         """Swap the data module's train and val sets for backbone features. Runs in ``setup``, before
         Lightning builds the loaders (it does so early, to count the steps for the lr schedule)."""
         datamodule = self.trainer.datamodule
-        reason = datamodule.random_training_inputs() if hasattr(datamodule, "random_training_inputs") else "unknown data"
+        reason = datamodule.random_training_inputs()
         if reason:
             raise UserError(f"cache_features needs the same training inputs every epoch, but the data has {reason}")
         self._live_datasets = (datamodule.train_set, datamodule.val_set)

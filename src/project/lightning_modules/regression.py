@@ -7,10 +7,11 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from project.lightning_modules.base import NetFactory, TrainingModule
+from project.engine.data import ProjectDataModule
+from project.engine.module import NetFactory, TrainingModule
+from project.engine.schedules import LRSchedule
+from project.engine.speed import SpeedOptions
 from project.lightning_modules.losses import REGRESSION_LOSSES, build_loss, per_sample
-from project.lightning_modules.schedules import LRSchedule
-from project.lightning_modules.speed import SpeedOptions
 
 
 class RegressionModule(TrainingModule):
@@ -45,11 +46,11 @@ class RegressionModule(TrainingModule):
         if num_outputs is not None and input_shape is not None:
             self.build_net(num_outputs, input_shape)
 
-    def outputs_of(self, datamodule: Any) -> int | None:
-        return getattr(datamodule, "num_targets", None)
+    def outputs_of(self, datamodule: ProjectDataModule) -> int | None:
+        return datamodule.num_targets
 
-    def outputs_mismatch(self, datamodule: Any, outputs: int) -> str:
-        return f"the data has {outputs} target column(s) but model.num_outputs is {self.hparams['num_outputs']}"
+    def outputs_mismatch(self, datamodule: ProjectDataModule, outputs: int, given: int) -> str:
+        return f"the data has {outputs} target column(s) but model.num_outputs is {given}"
 
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target = batch[0], batch[1].float()
@@ -57,5 +58,5 @@ class RegressionModule(TrainingModule):
         return per_sample(self.loss_fn(preds, target)), preds, target
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Return ``index`` and ``pred`` (the net's outputs) per sample."""
-        return {"index": batch[1], "pred": self(batch[0])}
+        """Return ``pred`` (the net's outputs) per sample of the batch's inputs (``batch[0]``)."""
+        return {"pred": self(batch[0])}

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from project.errors import UserError
+from project.engine.errors import UserError
 from project.nets.init import WeightInit, initialize_weights
 
 
@@ -32,14 +32,14 @@ class LeNet(nn.Module):
     """LeNet with explicit layers.
 
     Args:
-        num_classes: outputs (the training module takes it from the data).
+        num_outputs: outputs, one per class (the training module takes it from the data).
         input_shape: ``(channels, height, width)`` of one image (taken from the data, too).
         init: weight initialisation (``project.nets.init``).
 
     61,706 parameters for 1x32x32 inputs and 10 classes.
     """
 
-    def __init__(self, num_classes: int, input_shape: Sequence[int], init: WeightInit = "default") -> None:
+    def __init__(self, num_outputs: int, input_shape: Sequence[int], init: WeightInit = "default") -> None:
         super().__init__()
         channels, height, width = _image_shape(input_shape)
         self.conv1 = nn.Conv2d(channels, 6, kernel_size=5)
@@ -47,7 +47,7 @@ class LeNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.fc1 = nn.Linear(_flat_features(height, width), 120)
         self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
+        self.fc3 = nn.Linear(84, num_outputs)
         self.relu = nn.ReLU()
         initialize_weights(self, init)
 
@@ -66,7 +66,7 @@ class LeNetSequential(nn.Module):
     The two blocks make it easy to freeze the feature extractor and train only the classifier.
     """
 
-    def __init__(self, num_classes: int, input_shape: Sequence[int], init: WeightInit = "default") -> None:
+    def __init__(self, num_outputs: int, input_shape: Sequence[int], init: WeightInit = "default") -> None:
         super().__init__()
         channels, height, width = _image_shape(input_shape)
         self.features = nn.Sequential(
@@ -82,7 +82,7 @@ class LeNetSequential(nn.Module):
             nn.ReLU(),
             nn.Linear(120, 84),
             nn.ReLU(),
-            nn.Linear(84, num_classes),
+            nn.Linear(84, num_outputs),
         )
         initialize_weights(self, init)
 

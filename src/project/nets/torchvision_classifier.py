@@ -7,7 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from project.errors import UserError
+from project.engine.errors import UserError
+from project.nets.backbone import BackboneAndHead
 
 
 class WeightsUnavailable(UserError):
@@ -21,17 +22,6 @@ def find_head(model: nn.Module) -> str:
     if not names:
         raise UserError(f"{type(model).__name__} has no nn.Linear classifier to replace with a new head")
     return names[-1]
-
-
-def _replace(model: nn.Module, dotted: str, new: nn.Module) -> nn.Module:
-    parent_name, _, child = dotted.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    old = getattr(parent, child) if not child.isdigit() else parent[int(child)]
-    if child.isdigit():
-        parent[int(child)] = new
-    else:
-        setattr(parent, child, new)
-    return old
 
 
 def load_torchvision_model(name: str, weights: str | None) -> nn.Module:
@@ -58,11 +48,11 @@ def load_torchvision_model(name: str, weights: str | None) -> nn.Module:
         ) from error
 
 
-class TorchvisionClassifier(nn.Module):
+class TorchvisionClassifier(BackboneAndHead):
     """``backbone`` (a torchvision model without its classifier) followed by a new ``head``.
 
     Args:
-        num_classes: outputs of the new head (the training module takes it from the data).
+        num_outputs: outputs of the new head, one per class (the training module takes it from the data).
         input_shape: ``(channels, height, width)`` of one image (taken from the data, too). Any
             size works (the models pool globally); they take 3-channel (RGB) images.
         name: a torchvision classification model, e.g. resnet18, resnet34, resnet50, efficientnet_b0.
@@ -75,7 +65,7 @@ class TorchvisionClassifier(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
+        num_outputs: int,
         input_shape: Sequence[int],
         name: str = "resnet18",
         weights: str | None = "IMAGENET1K_V1",
@@ -92,7 +82,8 @@ class TorchvisionClassifier(nn.Module):
             raise UserError("give model.net.weights or model.net.weights_path, not both")
         backbone = load_torchvision_model(name, None if weights_path else weights)
         head_name = find_head(backbone)
-        old_head = _replace(backbone, head_name, nn.Identity())
+        old_head = backbone.get_submodule(head_name)
+        backbone.set_submodule(head_name, nn.Identity())
         if weights_path:
             load_backbone_state(backbone, weights_path, head_name)
         self.backbone = backbone
@@ -104,11 +95,8 @@ class TorchvisionClassifier(nn.Module):
             width = head_hidden
         if dropout:
             layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(nn.Linear(width, num_outputs))
         self.head = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
 
 
 def load_backbone_state(backbone: nn.Module, path: str, head_name: str) -> None:

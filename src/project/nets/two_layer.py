@@ -1,4 +1,4 @@
-"""A two-layer perceptron: ``Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out)``."""
+"""A two-layer perceptron: ``Linear(d_in, hidden) -> ReLU -> Linear(hidden, num_outputs)``."""
 
 import math
 from collections.abc import Sequence
@@ -15,17 +15,17 @@ class TwoLayerNet(nn.Module):
     Inputs with more than one dimension (for example 1x8x8 images) are flattened first.
 
     Args:
-        d_out: outputs (the training module takes them from the data: classes or target columns).
+        num_outputs: outputs (the training module takes them from the data: classes or target columns).
         input_shape: the shape of one input (taken from the data, too); ``d_in`` is its size.
         hidden: width of the hidden layer.
         init: weight initialisation (``project.nets.init``).
     """
 
-    def __init__(self, d_out: int, input_shape: Sequence[int], hidden: int = 100, init: WeightInit = "default") -> None:
+    def __init__(self, num_outputs: int, input_shape: Sequence[int], hidden: int = 100, init: WeightInit = "default") -> None:
         super().__init__()
         self.d_in = math.prod(input_shape)
         self.linear1 = nn.Linear(self.d_in, hidden)
-        self.linear2 = nn.Linear(hidden, d_out)
+        self.linear2 = nn.Linear(hidden, num_outputs)
         initialize_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

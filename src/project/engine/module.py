@@ -1,4 +1,5 @@
-"""What every training module shares: the net, the optimizer, the learning-rate schedule and resuming."""
+"""The training-module contract: a net sized by the data, trained with an optimizer and a schedule,
+each sample's loss counted alike under gradient accumulation and DDP."""
 
 import math
 from collections.abc import Callable, Sequence
@@ -12,12 +13,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from project.errors import UserError
-from project.internals import PlainHookNameWrites
-from project.interrupt import StopOnSignal
-from project.lightning_modules.schedules import LRSchedule, build_schedulers
-from project.lightning_modules.speed import SpeedOptions
-from project.resume import ResumeState
+from project.engine.checkpoint_io import is_plain_data
+from project.engine.data import ProjectDataModule
+from project.engine.errors import UserError
+from project.engine.internals import PlainHookNameWrites
+from project.engine.resume import ResumeState
+from project.engine.schedules import LRSchedule, build_schedulers
+from project.engine.signals import StopOnSignal
+from project.engine.speed import SpeedOptions
 
 NetFactory = Callable[[int, tuple[int, ...]], nn.Module]
 """A net class from ``project.nets`` (or any ``nn.Module``) whose first two arguments are its number
@@ -25,27 +28,19 @@ of outputs and the shape of one input sample. The config gives its other argumen
 fills in these two from the data (or from the checkpoint it is loading)."""
 
 
-def is_plain_data(value: Any) -> bool:
-    """Numbers, strings, None and lists or dicts of them: what a checkpoint loads with weights_only=True."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and is_plain_data(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(is_plain_data(v) for v in value)
-    return isinstance(value, (str, int, float, bool, type(None)))
-
-
 def shape_text(shape: Sequence[int]) -> str:
     return "x".join(str(n) for n in shape)
 
 
 class TrainingModule(PlainHookNameWrites, LightningModule):
-    """Builds a net with the outputs and input shape the data asks for, and trains it with an
-    optimizer and a schedule.
+    """The base class of every training module here: builds a net with the outputs and input shape
+    the data asks for, and trains it with an optimizer and a schedule.
 
-    Subclasses add the loss and the metrics: they implement ``outputs_of`` (the number of outputs
-    a data module needs), ``evaluate``, and ``build`` if their metrics depend on that number.
-    Both sizes are saved in the hyperparameters, so ``test``, ``predict`` and
-    ``load_from_checkpoint`` rebuild the same net from a checkpoint.
+    Subclasses (``project.lightning_modules``) add the loss and the metrics: they implement
+    ``outputs_of`` (the number of outputs a data module needs), ``evaluate`` and ``predict_step``,
+    and ``build`` if their metrics depend on that number. Its data comes from a
+    ``ProjectDataModule``. Checkpoints hold both sizes among the hyperparameters, so ``test``,
+    ``predict`` and ``load_from_checkpoint`` rebuild the same net from a checkpoint.
     Epoch losses and metrics are averaged per sample over the whole epoch and across ranks under
     DDP (torchmetrics sums their states over ranks once, at epoch end); ``train/loss_step`` is this
     rank's batch loss. The optimizer is any ``torch.optim`` class given by ``class_path`` in the
@@ -68,7 +63,8 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule
         self.speed = speed
-        self._speed_applied = False
+        self.net_sizes: tuple[int, tuple[int, ...]] | None = None  # (outputs, input shape) of the built net
+        self.class_names: list[str] | None = None  # classification: the data's, saved in checkpoints
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
@@ -79,33 +75,35 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     # -- building ------------------------------------------------------------------------------
 
     def build_net(self, outputs: int, input_shape: Sequence[int]) -> None:
-        """Create ``self.net`` with ``outputs`` outputs for inputs of ``input_shape``; both are saved
-        in the hyperparameters, and so in checkpoints."""
-        self.hparams[self.outputs_key] = outputs
-        self.hparams["input_shape"] = list(input_shape)
+        """Create ``self.net`` with ``outputs`` outputs for inputs of ``input_shape`` (both go into
+        every checkpoint's hyperparameters), in the layout and compiled form ``speed`` asks for."""
+        self.net_sizes = (outputs, tuple(input_shape))
         self.net = self.net_factory(outputs, tuple(input_shape))
+        self.speed.apply_to_net(self.net)
         self.build(outputs)
 
     def build(self, outputs: int) -> None:
         """Create what else depends on the number of outputs (metrics, for classification)."""
 
-    def outputs_of(self, datamodule: Any) -> int | None:
+    def outputs_of(self, datamodule: ProjectDataModule) -> int | None:
         """How many outputs the net needs for this data module's data; None when the data does not
         say (inputs to predict, with no targets)."""
         raise NotImplementedError
 
-    def outputs_mismatch(self, datamodule: Any, outputs: int) -> str:
-        """The message for data that needs ``outputs`` outputs when the model was given another count."""
-        return f"the data needs {outputs} outputs but model.{self.outputs_key} is {self.hparams[self.outputs_key]}"
+    def outputs_mismatch(self, datamodule: ProjectDataModule, outputs: int, given: int) -> str:
+        """The message for data that needs ``outputs`` outputs when the model was given ``given``."""
+        return f"the data needs {outputs} outputs but model.{self.outputs_key} is {given}"
 
     def setup(self, stage: str) -> None:
         # The data module is set up by now: it knows its classes or target columns and its inputs.
         datamodule = self.trainer.datamodule
-        given_outputs, given_shape = self.hparams.get(self.outputs_key), self.hparams.get("input_shape")
-        data_outputs = self.outputs_of(datamodule)
-        data_shape = datamodule.sample_shape() if hasattr(datamodule, "sample_shape") else None
+        if not isinstance(datamodule, ProjectDataModule):
+            raise UserError(f"{type(self).__name__} takes its data from a data module derived from "
+                            f"project.engine.data.ProjectDataModule, got {type(datamodule).__name__}")
+        given_outputs, given_shape = self.net_sizes or (self.hparams.get(self.outputs_key), self.hparams.get("input_shape"))
+        data_outputs, data_shape = self.outputs_of(datamodule), datamodule.sample_shape()
         if given_outputs is not None and data_outputs is not None and given_outputs != data_outputs:
-            raise UserError(self.outputs_mismatch(datamodule, data_outputs))
+            raise UserError(self.outputs_mismatch(datamodule, data_outputs, given_outputs))
         if given_shape is not None and data_shape is not None and tuple(given_shape) != tuple(data_shape):
             raise UserError(
                 f"the data's inputs have shape {shape_text(data_shape)} but the model takes {shape_text(given_shape)} "
@@ -118,7 +116,7 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
                 missing = f"model.{self.outputs_key}" if outputs is None else "model.input_shape"
                 raise UserError(f"{type(datamodule).__name__} does not say the net's size: set {missing} (or give --ckpt_path)")
             self.build_net(outputs, shape)
-        if stage == "fit" and hasattr(datamodule, "has_validation") and not datamodule.has_validation():
+        if stage == "fit" and not datamodule.has_validation():
             self.train_without_validation()
 
     def train_without_validation(self) -> None:
@@ -129,12 +127,6 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         self.trainer.callbacks = [c for c in self.trainer.callbacks if c not in watching]
         rank_zero_info("no validation split (data.val_fraction is 0): training without validation; early stopping "
                        "and the best checkpoint are off, checkpoints/last.ckpt is written every epoch")
-
-    def configure_model(self) -> None:
-        # Lightning calls this on every device before fit/validate/test/predict, possibly more than once.
-        if not self._speed_applied:
-            self.speed.apply_to_net(self.net)
-            self._speed_applied = True
 
     def configure_callbacks(self) -> list[Callback]:
         # Exact resume, and a clean stop on a scheduler's signal, belong to every run whatever callbacks the config lists.
@@ -176,7 +168,7 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     def _sample_counts(self, batch_size: int) -> tuple[int, int]:
         """``(real samples in this batch, real samples in its optimizer step)``, from the data module's
         sampler; without one, every batch counts as full."""
-        counts = getattr(self.trainer.datamodule, "next_train_batch_weights", lambda: None)()
+        counts = self.trainer.datamodule.next_train_batch_weights()
         if counts is None:
             return batch_size, batch_size * self.trainer.accumulate_grad_batches * self.trainer.world_size
         return counts
@@ -205,9 +197,13 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         # class_path and init_args), which test, predict and load_from_checkpoint rebuild them from.
         # Objects given in Python (a net class, an optimizer, an LRSchedule) are left out, so that the
         # checkpoint still loads with weights_only=True; pass them to load_from_checkpoint instead.
-        hparams = checkpoint.get("hyper_parameters", {})
+        # The net's sizes, which came from the data, are saved with them: whatever loads the
+        # checkpoint builds the same net before it loads the weights.
+        hparams = checkpoint.setdefault("hyper_parameters", {})
         for key in [key for key, value in hparams.items() if not is_plain_data(value)]:
             del hparams[key]
+        if self.net_sizes is not None:
+            hparams[self.outputs_key], hparams["input_shape"] = self.net_sizes[0], list(self.net_sizes[1])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Name a checkpoint of another model plainly, before Lightning's long key-mismatch dump."""

@@ -28,7 +28,7 @@ class OptunaPruning(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        from project.search import open_trial  # Optuna only where a search uses it
+        from project.engine.study import open_trial  # Optuna only where a search uses it
 
         self.trial = open_trial(self.storage, self.study_name, self.trial_number, *self.pruner)
         if self.trial is None:

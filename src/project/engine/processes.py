@@ -1,34 +1,24 @@
-"""Many runs of ``train.py``, for ``search.py`` and ``seeds.py``: each run an ordinary ``train.py``
-process (its own run folder, its output in a log file), on a device of its own, stopped together.
+"""``train.py`` runs as child processes, for ``search.py`` and ``seeds.py``: each an ordinary
+``train.py`` process (its own run folder, its output in a log file), on a device of its own, all
+stopped together.
 
 A run is a separate process so that it is exactly the command a user can paste, a crash or a
 bad setting ends only that run, and a run may itself use several devices (DDP).
 """
 
 import json
-import logging
 import os
 import queue
 import shlex
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from project.errors import UserError
-
-REPOSITORY = Path(__file__).resolve().parents[2]
-TRAIN_PY = REPOSITORY / "train.py"
-BASE_SAVE_DIR = "runs"  # trainer.logger.init_args.save_dir in configs/base.yaml
-
-
-def train_command(subcommand: str, args: list[str]) -> list[str]:
-    """``train.py SUBCOMMAND ARGS`` with this interpreter, as the user would run it."""
-    script = os.path.relpath(TRAIN_PY) if TRAIN_PY.is_relative_to(Path.cwd()) else str(TRAIN_PY)
-    return [sys.executable, script, subcommand, *args]
+from project.engine.errors import UserError
+from project.engine.paths import runs_root
 
 
 def as_arguments(values: dict[str, Any]) -> list[str]:
@@ -37,38 +27,14 @@ def as_arguments(values: dict[str, Any]) -> list[str]:
     return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in values.items()]
 
 
-def parse_fit_arguments(args: list[str]) -> Any:
-    """The config ``train.py fit ARGS`` would run with, parsed but nothing built. A broken config
-    or a misspelt option ends the program here, with ``train.py``'s one-line error, before any run."""
-    from project.cli import ProjectCLI, exit_on_user_error, quiet_known_noise  # Lightning: seconds to import
-    from project.options import with_class_defaults
-
-    class ConfigOnly(ProjectCLI):
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-    quiet_known_noise()
-    seed_log = logging.getLogger("lightning.fabric.utilities.seed")  # "Seed set to N": no run starts here
-    level = seed_log.level
-    seed_log.setLevel(logging.WARNING)
-    try:
-        with exit_on_user_error():
-            return ConfigOnly(args=with_class_defaults(args), run=False).config
-    finally:
-        seed_log.setLevel(level)
-
-
 def tool_folder(config: Any, tool: str) -> Path:
     """Where ``search.py`` or ``seeds.py`` puts its runs: ``runs/<tool>``, or under
     ``trainer.default_root_dir`` when the command line moves the runs there."""
-    return Path(config["trainer"].get("default_root_dir") or BASE_SAVE_DIR, tool)
+    return runs_root(config["trainer"]) / tool
 
 
 def find_record(home: Path, subcommand: str) -> dict[str, Any]:
-    """The record (``record.json``, ``project.callbacks.RunRecord``) of the finished ``subcommand``
+    """The record (``record.json``, ``project.engine.callbacks.RunRecord``) of the finished ``subcommand``
     run under ``home``, the ``default_root_dir`` given to that run alone, with its ``folder``."""
     for path in sorted(home.rglob("record.json")):
         record = json.loads(path.read_text())

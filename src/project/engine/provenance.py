@@ -1,6 +1,6 @@
 """What produced a run: the command, the code, the packages, the machine and the data.
 
-``run_record`` gathers it; ``project.callbacks.RunRecord`` writes it as ``record.json`` in every
+``run_record`` gathers it; ``engine.callbacks.RunRecord`` writes it as ``record.json`` in every
 run folder. Two runs whose records agree were made by the same command on the same code,
 packages and data; where they differ, the record says what changed.
 """
@@ -21,11 +21,13 @@ from typing import Any
 
 import torch
 
+from project.engine.data import ProjectDataModule
+
 PACKAGES = ("torch", "lightning", "torchvision", "torchmetrics", "jsonargparse", "wandb", "optuna", "numpy")
 GIT_TIMEOUT_S = 10
 
 
-def run_record(repository: Path, run_folder: Path, trainer: Any, datamodule: Any, subcommand: str) -> dict[str, Any]:
+def run_record(repository: Path, run_folder: Path, trainer: Any, datamodule: ProjectDataModule, subcommand: str) -> dict[str, Any]:
     """The record of a run about to start. A dirty tree's diff is saved beside it (``git.diff``)."""
     return {
         "subcommand": subcommand,
@@ -38,7 +40,7 @@ def run_record(repository: Path, run_folder: Path, trainer: Any, datamodule: Any
         "git": git_state(repository, run_folder),
         "versions": package_versions(),
         "devices": device_info(trainer),
-        "data": data_fingerprint(datamodule, subcommand),
+        "data": datamodule.fingerprint(subcommand),
     }
 
 
@@ -117,14 +119,6 @@ def device_info(trainer: Any) -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             pass
     return info
-
-
-def data_fingerprint(datamodule: Any, subcommand: str) -> dict[str, Any]:
-    """The data module's own ``fingerprint(stage)``: a hash of what it read, with counts."""
-    fingerprint = getattr(datamodule, "fingerprint", None)
-    if fingerprint is None:
-        return {"sha256": None, "note": f"{type(datamodule).__name__} has no fingerprint(stage) method"}
-    return fingerprint(subcommand)
 
 
 def hash_files(entries: Iterable[tuple[str, str]], root: Path) -> dict[str, Any]:

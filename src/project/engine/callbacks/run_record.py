@@ -1,4 +1,4 @@
-"""``record.json`` in every run folder: what produced the run (``project.record``) and what it gave."""
+"""``record.json`` in every run folder: what produced the run (``engine.provenance``) and what it gave."""
 
 import json
 import os
@@ -9,15 +9,15 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from project.launch import REPOSITORY
-from project.loggers import run_folder
-from project.record import run_record, unused_name
+from project.engine.loggers import run_folder
+from project.engine.paths import REPOSITORY
+from project.engine.provenance import run_record, unused_name
 
 
 class RunRecord(Callback):
     """Writes ``record.json`` when a run starts (after the data is read) and adds its results at the
     end: the command, git commit and diff, package versions, processes and devices, and a data
-    fingerprint (see ``project.record``); then ``status`` and ``results``: the last epoch's metrics,
+    fingerprint (see ``project.engine.provenance``); then ``status`` and ``results``: the last epoch's metrics,
     the best checkpoint and its score for ``fit``, the test metrics for ``test``. Under W&B the
     record is also the run config's ``record`` entry. Only rank 0 writes. A run continued in the
     folder of an earlier one (W&B resuming its run) adds ``record_resumed_N.json``.

@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from project.loggers import run_folder
+from project.engine.loggers import run_folder
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -17,9 +17,10 @@ class PredictionCSVWriter(BasePredictionWriter):
 
     Classification rows are ``input, predicted_class, probability`` (the class *name* saved
     in the checkpoint); multilabel rows list every label above 0.5; regression rows are
-    ``input, prediction[, prediction_1, ...]``. ``input`` is the image path or the row name
-    the data module gives. Under DDP every rank predicts its own share of the inputs; rank 0
-    gathers them and writes each input once.
+    ``input, prediction[, prediction_1, ...]``. ``input`` is the name the data module gives the
+    row (``predict_names``: an image path, a row number), else its position in ``predict_set``,
+    which Lightning's predict loop tracks beside each batch (``batch_indices``). Under DDP every
+    rank predicts its own share of the inputs; rank 0 gathers them and writes each input once.
 
     Args:
         output_file: where to write; by default ``predictions.csv`` in the run's log folder.
@@ -43,9 +44,8 @@ class PredictionCSVWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        self._rows.extend(
-            {key: value[i].tolist() for key, value in prediction.items()} for i in range(len(prediction["index"]))
-        )
+        self._rows.extend({"index": index, **{key: value[i].tolist() for key, value in prediction.items()}}
+                          for i, index in enumerate(batch_indices))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows = self._rows
@@ -55,8 +55,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             rows = [row for rank_rows in gathered for row in rank_rows]
         if not trainer.is_global_zero:
             return
-        names = getattr(trainer.datamodule, "predict_names", None) or []
-        class_names = getattr(pl_module, "class_names", None)
+        names, class_names = trainer.datamodule.predict_names, pl_module.class_names
         path = Path(self.output_file) if self.output_file else run_folder(trainer) / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = sorted(rows, key=lambda row: row["index"])

@@ -14,8 +14,8 @@ import torch.distributed.nn.functional as dist_functional
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 from torch import nn
 
-from project.errors import UserError
-from project.internals import BatchNormBase
+from project.engine.errors import UserError
+from project.engine.internals import BatchNormBase
 
 
 class CPUSyncBatchNorm(BatchNormBase):
@@ -111,18 +111,17 @@ def torchrun_world() -> tuple[int, int] | None:
     return per_node, max(1, world_size // per_node)
 
 
-def match_torchrun(trainer_config: Any) -> None:
-    """Under torchrun, take the device and node counts from the launcher when ``devices`` is ``auto``;
-    refuse counts that disagree with it (Lightning would fail later with a longer story)."""
+def torchrun_counts(trainer_config: Any) -> dict[str, int]:
+    """Under torchrun, the device and node counts to give the Trainer when ``devices`` is ``auto``:
+    the launcher's (the config keeps ``auto``); counts that disagree with it are refused (Lightning
+    would fail later with a longer story). Nothing outside torchrun."""
     world = torchrun_world()
     if world is None:
-        return
+        return {}
     per_node, nodes = world
     devices = trainer_config.get("devices", "auto")
     if devices in ("auto", None, -1, "-1"):
-        trainer_config["devices"] = per_node
-        trainer_config["num_nodes"] = nodes
-        return
+        return {"devices": per_node, "num_nodes": nodes}
     count = len(devices) if isinstance(devices, list) else int(str(devices).rstrip(","))
     num_nodes = int(trainer_config.get("num_nodes") or 1)
     if count * num_nodes != per_node * nodes:
@@ -131,6 +130,7 @@ def match_torchrun(trainer_config: Any) -> None:
             f"trainer.devices={devices} x trainer.num_nodes={num_nodes} is {count * num_nodes}: "
             f"set --trainer.devices={per_node} --trainer.num_nodes={nodes} (or devices: auto)"
         )
+    return {}
 
 
 def warn_if_restarts_share_the_store() -> None:

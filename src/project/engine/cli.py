@@ -1,20 +1,21 @@
 """The command line: LightningCLI with the project's base config, and one-line errors for bad input."""
 
-import copy
+import importlib
 import logging
 import os
+import pkgutil
+import re
 import shlex
 import shutil
 import signal
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch.distributed as dist
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -23,27 +24,53 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.table import Table
 
-import project.datamodules  # noqa: F401  (imported so that --data.help and --data can name its classes briefly)
-import project.lightning_modules  # noqa: F401  (the same for --model.help ClassificationModule)
-from project.callbacks import LatestBestCheckpoint
-from project.callbacks.record import scalar_metrics
-from project.distributed import match_torchrun, warn_if_restarts_share_the_store
-from project.errors import UserError, find_user_error
-from project.interrupt import Interrupted
-from project.launch import BASE_SAVE_DIR, REPOSITORY, train_command
-from project.loggers import run_folder
-from project.options import full_key, keep_command_line_values, misspelt_option, model_options_given, with_class_defaults
-from project.record import unused_name
-from project.resume import checkpoint_root, prepare_checkpoint
+import project.datamodules
+import project.lightning_modules
+import project.nets
+from project.engine.arguments import (
+    command_line_overrides,
+    config_files_end,
+    run_context,
+    unknown_option_line,
+    with_class_defaults,
+    with_context,
+)
+from project.engine.callbacks import LatestBestCheckpoint
+from project.engine.callbacks.run_record import scalar_metrics
+from project.engine.data import ProjectDataModule
+from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
+from project.engine.errors import UserError, find_user_error
+from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
+from project.engine.loggers import run_folder
+from project.engine.module import TrainingModule
+from project.engine.paths import BASE_CONFIG, train_command
+from project.engine.provenance import unused_name
+from project.engine.resume import checkpoint_root, find_checkpoint
+from project.engine.signals import Interrupted
 
-BASE_CONFIG = REPOSITORY / "configs" / "base.yaml"
 RUN_START_FILES = ("config.yaml", "hparams.yaml", "record.json", "git.diff")  # what a run writes before any work
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-LIGHTNING_NOISE = (
-    "💡 Tip",  # advertisements for Lightning's cloud services
-    "Trainer already configured with model summary callbacks",  # ours, ParameterSummary, is in the base config
-    "Loading `train_dataloader` to estimate",  # the lr schedule counts the steps of an epoch
-)
+MOVED = {  # class paths of earlier versions of this template: old prefix -> new prefix
+    "project.callbacks.NonFiniteLoss": "project.engine.callbacks.NonFiniteGradients",
+    **{f"project.{name}.": f"project.engine.{name}." for name in ("callbacks", "loggers", "checkpoint_io", "profiler", "distributed")},
+}
+
+
+def import_rooms() -> None:
+    """Import every module of the rooms (``project.nets``, ``project.datamodules``,
+    ``project.lightning_modules``), so that a class a user adds to one of their folders can be named
+    by its name alone (``--data MyData``, ``--model.net MyNet``, ``--data.help MyData``)."""
+    for package in (project.nets, project.datamodules, project.lightning_modules):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(module.name)
+
+
+def moved_class_line(message: str) -> str | None:
+    """For a class path of an earlier version of this template, where that class is now."""
+    for old, new in MOVED.items():
+        if found := re.search(re.escape(old) + r"[\w.]*", message):
+            return f"error: {found.group()} is now {new + found.group()[len(old):]}: change the config that names it"
+    return None
 
 
 class ProjectArgumentParser(LightningArgumentParser):
@@ -54,11 +81,8 @@ class ProjectArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         ours = find_user_error(ex)
-        misspelt = None if ours else misspelt_option(message, self)
-        if misspelt:
-            print(f"error: unknown option --{misspelt[0]}: did you mean --{misspelt[1]}?", file=sys.stderr)
-        else:
-            print(f"error: {ours or message.strip()}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
+        line = None if ours else moved_class_line(message) or unknown_option_line(message, self)
+        print(line or f"error: {ours or message.strip()}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -70,7 +94,7 @@ class SaveConfigToRun(SaveConfigCallback):
     ``config.yaml`` and adds ``config_resumed_N.yaml``.
     """
 
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+    def save_config(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         path = unused_name(folder, self.config_filename)
@@ -79,12 +103,13 @@ class SaveConfigToRun(SaveConfigCallback):
             trainer.logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
 
 
-class ProjectCLI(LightningCLI):
-    """``fit``, ``validate``, ``test`` and ``predict`` for any model and data module named in a config.
+class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
+    """``fit``, ``validate``, ``test`` and ``predict`` for any training module and data module named in a config.
 
     Every subcommand reads ``configs/base.yaml`` first (trainer, callbacks and logger defaults), then
     each ``--config`` on top of it, then the command line. Configs name classes with ``class_path``
-    (subclass mode), so one entry point serves every recipe in ``configs/``.
+    (subclass mode), so one entry point serves every recipe in ``configs/``. What a run takes from its
+    context (a checkpoint's hyperparameters, ...) goes under the command line (``engine.arguments``).
     """
 
     def __init__(self, **kwargs) -> None:
@@ -94,10 +119,11 @@ class ProjectCLI(LightningCLI):
         kwargs.setdefault("parser_class", ProjectArgumentParser)
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False})  # SaveConfigToRun writes it
+        import_rooms()
         try:
             super().__init__(
-                LightningModule,
-                LightningDataModule,
+                TrainingModule,
+                ProjectDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 auto_configure_optimizers=False,  # the optimizer and schedule live in --model.*
@@ -123,26 +149,30 @@ class ProjectCLI(LightningCLI):
         # prints one line per epoch instead.
         parser.set_defaults({"trainer.enable_progress_bar": sys.stdout.isatty()})
 
-    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
+        """Parse the command line; when the run takes options from its context (``engine.arguments``),
+        parse it again with them as one more config right after the config files. The checkpoint a
+        run names is read here, once (``Checkpoint``), and the parsed config is final."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
-        save_runs_under_default_root_dir(config["trainer"])
+        checkpoint = find_checkpoint(config, subcommand) if subcommand else None
+        context = run_context(config, subcommand, checkpoint)
+        if context:
+            super().parse_arguments(parser, with_context(args, context))
+            config = self.config[subcommand] if subcommand else self.config
+        if checkpoint is not None and "model" in context:
+            under = parser.parse_args(with_context(args[: config_files_end(args)], context))
+            under = under[subcommand] if subcommand else under
+            for line in command_line_overrides(under, config, args, subcommand == "fit"):
+                rank_zero_info(line)
         check_output_folder(checkpoint_root(config["trainer"]))
-        if subcommand:  # before LightningCLI and the Trainer read the checkpoint
-            prepare_checkpoint(config, subcommand)
-        # LightningCLI next applies a checkpoint's model hyperparameters over the whole config. The
-        # command line is the user's latest word: its model options are put back afterwards.
-        keys = [full_key(config, key) for key in model_options_given(args if isinstance(args, list) else [])]
-        self.command_line_model_options = {key: copy.deepcopy(config[key]) for key in keys if key is not None}
 
-    def before_instantiate_classes(self) -> None:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        for line in keep_command_line_values(config, self.command_line_model_options, self.subcommand == "fit"):
-            rank_zero_info(line)
-        match_torchrun(config["trainer"])
         if self.subcommand == "fit":
             warn_if_restarts_share_the_store()
+        return super().instantiate_trainer(**torchrun_counts(config["trainer"]), **kwargs)
 
     def after_fit(self) -> None:
         print_final_metrics(self.trainer)
@@ -178,25 +208,10 @@ def print_next_commands(trainer: Trainer) -> None:
 
     which = "Best" if trainer.checkpoint_callback.monitor else "Last"  # no validation split: the last one
     lines = [f"{which} checkpoint: {best}", "Test it:", "  " + command("test")]
-    data = trainer.datamodule
-    new_inputs = "--data.predict_dir DIR (a folder of images)" if hasattr(data, "predict_dir") else (
-        "--data.predict_path FILE (inputs without targets)" if hasattr(data, "predict_path") else "")
-    if new_inputs:
-        lines += [f"Predict the test split, or new inputs with {new_inputs} added (predictions.csv in a new run folder):",
-                  "  " + command("predict")]
+    new_inputs = trainer.datamodule.new_inputs_option
+    lines += [f"Predict the test split{f', or new inputs with {new_inputs} added' if new_inputs else ''} "
+              "(predictions.csv in a new run folder):", "  " + command("predict")]
     rank_zero_info("\n".join(lines))
-
-
-def save_runs_under_default_root_dir(trainer_config: Any) -> None:
-    """``--trainer.default_root_dir DIR`` moves the whole run: a logger whose ``save_dir`` is still
-    the base config's ``runs`` writes under DIR instead. (Lightning's loggers keep their own
-    ``save_dir``, so without this DIR would only receive SLURM's requeue checkpoints.) A ``save_dir``
-    given explicitly is kept."""
-    root = trainer_config.get("default_root_dir")
-    logger = trainer_config.get("logger")
-    init_args = logger.get("init_args") if hasattr(logger, "get") else None
-    if root and init_args is not None and init_args.get("save_dir") == BASE_SAVE_DIR:
-        init_args["save_dir"] = str(root)
 
 
 def check_output_folder(root: Path) -> None:
@@ -223,26 +238,6 @@ def remove_empty_run_folder(trainer: Trainer) -> None:
     shutil.rmtree(folder)
     if not any(folder.parent.iterdir()):
         folder.parent.rmdir()
-
-
-def is_not_lightning_noise(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(LIGHTNING_NOISE)
-
-
-def quiet_known_noise() -> None:
-    """Leave out warnings and lines Lightning gives on every run that a user can do nothing about."""
-    # Lightning 2.6 calls a torch API that torch 2.14 deprecates, once per run: nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # test, predict and resumed runs write to a new run folder; Lightning warns each time that the
-    # checkpoint's folder differs, which is expected here.
-    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
-    # main hands LightningCLI the command line itself (after with_class_defaults), which it warns about.
-    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
-    # A run without a validation split says so itself (TrainingModule.train_without_validation).
-    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
-    # Lines Lightning prints on every run that say nothing about it (rank_zero_info logs them here).
-    # The same function each call: addFilter adds it once, however often main runs in one process.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(is_not_lightning_noise)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -277,7 +272,13 @@ def exit_on_user_error() -> Iterator[None]:
 
 @rank_zero_only
 def print_once(line: str) -> None:
-    print(line, file=sys.stderr)
+    write_line(line)
+
+
+def write_line(line: str) -> None:
+    """``line`` to stderr in one write, so that the lines of several ranks sharing a pipe do not interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def print_error(line: str) -> None:
@@ -285,9 +286,9 @@ def print_error(line: str) -> None:
     is said once; during training another rank's problem may be its own, so ranks 1.. say theirs too.
     The rank is Lightning's (``rank_zero_only.rank``: torchrun's, its own launcher's, or SLURM's)."""
     if rank_zero_only.rank == 0:
-        print(line, file=sys.stderr)
+        write_line(line)
     elif dist.is_available() and dist.is_initialized():
-        print(f"(rank {rank_zero_only.rank}) {line}", file=sys.stderr)
+        write_line(f"(rank {rank_zero_only.rank}) {line}")
 
 
 def close_process_group() -> None:
@@ -299,3 +300,23 @@ def close_process_group() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def parse_fit_arguments(args: list[str]) -> Any:
+    """The config ``train.py fit ARGS`` would run with, parsed but nothing built, for ``search.py``
+    and ``seeds.py``. A broken config or a misspelt option ends the program here, with
+    ``train.py``'s one-line error, before any run."""
+
+    class ConfigOnly(ProjectCLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+    quiet_known_noise()
+    seed_log = logging.getLogger(SEED_LOGGER)  # "Seed set to N": no run starts here
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)
+    try:
+        with exit_on_user_error():
+            return ConfigOnly(args=with_class_defaults(args), run=False).config
+    finally:
+        seed_log.setLevel(level)

@@ -2,7 +2,7 @@
 
 For every seed: ``train.py fit --seed_everything=SEED`` and then ``train.py test`` on the best
 checkpoint that fit selected, each an ordinary run in ``runs/seeds/<name>/version_N/seed_SEED/``.
-The numbers come from each run's ``record.json`` (``project.callbacks.RunRecord``): the last
+The numbers come from each run's ``record.json`` (``project.engine.callbacks.RunRecord``): the last
 epoch's metrics and the best checkpoint's score from fit, the test metrics from test.
 """
 
@@ -19,8 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from project.launch import Devices, Runs, Stopped, find_record, last_error, parse_fit_arguments, tool_folder, train_command
-from project.loggers import claim_version_folder
+from project.engine.loggers import claim_version_folder
+from project.engine.paths import train_command
+from project.engine.processes import Devices, Runs, Stopped, find_record, last_error, tool_folder
 
 SUMMARY_COLUMNS = ("metric", "mean", "std", "min", "max", "seeds")
 
@@ -118,7 +119,7 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     options, fit_args = parse_options(sys.argv[1:] if argv is None else argv)
-    from project.cli import exit_on_user_error
+    from project.engine.cli import exit_on_user_error, parse_fit_arguments  # Lightning: seconds to import, not for --help
 
     with exit_on_user_error():
         config = parse_fit_arguments(fit_args)

@@ -15,25 +15,23 @@ import random
 import shlex
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from project.errors import UserError
-from project.launch import (Devices, Runs, Stopped, as_arguments, find_record, last_error, parse_fit_arguments, tool_folder,
-                            train_command)
+from project.engine.errors import UserError
+from project.engine.paths import train_command
+from project.engine.processes import Devices, Runs, Stopped, as_arguments, find_record, last_error, tool_folder
+from project.engine.study import make_pruner, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FAILURES_IN_A_ROW = 3  # then the search stops: the setting, not one unlucky trial, is the problem
-SQLITE_LOCK_WAIT_S = 60  # workers sharing one SQLite file wait this long for each other's writes
 
 
 @dataclass
@@ -104,35 +102,6 @@ def number(where: str, name: str, value: Any) -> int | float | None:
         raise UserError(f"{where}: {name} must be a number, got {value!r}") from None
 
 
-def open_storage(url: str) -> RDBStorage:
-    """The study's database. A worker that dies mid-trial stops sending heartbeats; the next worker
-    to start a trial marks that trial failed and queues its parameters again."""
-    # Optuna calls its heartbeat options experimental; they are how a dead worker's trial is retried.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    connect = {"connect_args": {"timeout": SQLITE_LOCK_WAIT_S}} if url.startswith("sqlite") else None
-    return RDBStorage(url, engine_kwargs=connect, heartbeat_interval=60, grace_period=180,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
-
-
-def make_pruner(kind: str, startup_trials: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
-    """``median``: stop a trial whose metric after an epoch is worse than the median of the finished
-    trials at that epoch, once ``startup_trials`` have finished and after ``warmup_epochs`` epochs."""
-    if kind == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
-
-
-def open_trial(storage: str, study_name: str, number: int, pruner: str, startup_trials: int, warmup_epochs: int) -> Trial | None:
-    """Trial ``number`` of the study, for the ``train.py`` process that runs it; None once it is finished."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rdb = open_storage(storage)
-    study = optuna.load_study(study_name=study_name, storage=rdb, pruner=make_pruner(pruner, startup_trials, warmup_epochs))
-    trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(study_name), number)
-    if rdb.get_trial(trial_id).state != TrialState.RUNNING:
-        return None
-    return Trial(study, trial_id)  # as Optuna's own integrations do for a trial run in another process
-
-
 class TrialFailed(Exception):
     """A trial's ``train.py`` ended with an error: the trial fails, the search goes on."""
 
@@ -170,7 +139,7 @@ class Search:
 
     def trial_arguments(self, trial: Trial, values: dict[str, Any], home: Path) -> list[str]:
         """``fit``'s arguments for a trial: the user's, the trial's values, and where it reports."""
-        pruning = {"class_path": "project.callbacks.OptunaPruning", "init_args": {
+        pruning = {"class_path": "project.engine.callbacks.OptunaPruning", "init_args": {
             "storage": self.storage, "study_name": self.options.study, "trial_number": trial.number,
             "monitor": self.monitor, "pruner": self.options.pruner,
             "startup_trials": self.options.startup_trials, "warmup_epochs": self.options.warmup_epochs}}
@@ -329,7 +298,7 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     options, fit_args = parse_options(sys.argv[1:] if argv is None else argv)
-    from project.cli import exit_on_user_error
+    from project.engine.cli import exit_on_user_error, parse_fit_arguments  # Lightning: seconds to import, not for --help
 
     with exit_on_user_error():
         space = read_space(options.space)

@@ -1,4 +1,4 @@
-"""Stop, or skip the update, when a step's gradients hold NaN or inf."""
+"""Stop, or skip the update, when a step's gradients hold NaN or inf (as they do after a NaN or inf loss)."""
 
 from typing import Any
 
@@ -6,10 +6,10 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from project.errors import UserError
+from project.engine.errors import UserError
 
 
-class NonFiniteLoss(Callback):
+class NonFiniteGradients(Callback):
     """Stops training, or skips the update, when a step's gradients hold NaN or inf.
 
     Every rank takes the same decision: a step is stopped or skipped when the gradients of any rank
@@ -23,7 +23,7 @@ class NonFiniteLoss(Callback):
     def __init__(self, action: str = "stop") -> None:
         super().__init__()
         if action not in ("stop", "skip"):
-            raise UserError(f"NonFiniteLoss action must be stop or skip, got {action!r}")
+            raise UserError(f"NonFiniteGradients action must be stop or skip, got {action!r}")
         self.action = action
         self.skipped = 0
         self._batch_idx = 0
@@ -41,7 +41,7 @@ class NonFiniteLoss(Callback):
         if self.action == "stop":
             raise UserError(
                 f"the loss or its gradients are NaN/inf at {where}: lower the learning rate, check the data "
-                "for NaN/inf, or skip such steps with the NonFiniteLoss callback's action: skip"
+                "for NaN/inf, or skip such steps with the NonFiniteGradients callback's action: skip"
             )
         self.skipped += 1
         optimizer.zero_grad(set_to_none=True)  # optimizers leave parameters without gradients alone

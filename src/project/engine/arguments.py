@@ -1,0 +1,197 @@
+"""What jsonargparse parses, and the one-line answer to an option it does not know.
+
+The config flows one way: configs/base.yaml, then each ``--config``, then the command line, parsed
+once by jsonargparse, and nothing changes the parsed config afterwards. Two things are prepared
+before that parse, here:
+
+- ``with_class_defaults``: a class named on the command line starts from its own defaults;
+- ``with_context``: what a run takes from its context goes in as one more config right after the
+  config files, so the command line still wins over it: a checkpoint's model hyperparameters (the
+  net and its sizes, the loss, ...) and, for ``fit``, the W&B run it continues; the checkpoint that
+  ``--resume auto`` found; and the logger's folder under ``--trainer.default_root_dir``.
+"""
+
+import difflib
+import importlib
+import inspect
+import json
+import re
+from typing import Any
+
+from jsonargparse import ArgumentParser
+
+from project.engine.checkpoint_io import is_plain_data
+from project.engine.errors import UserError
+from project.engine.internals import class_paths_in, model_config_of, parser_keys_in, unknown_option
+from project.engine.paths import RUNS
+from project.engine.resume import Checkpoint
+
+NET_SIZE_OPTIONS = ("num_classes", "num_outputs", "d_out", "input_shape")  # what a net's first two arguments were called
+
+
+def with_class_defaults(args: list[str]) -> list[str]:
+    """A class named on the command line under ``--model`` (``--model.optimizer torch.optim.SGD``)
+    starts from its own defaults.
+
+    jsonargparse keeps every option of the class being replaced that the new class also takes
+    (AdamW's ``weight_decay: 0.01`` would go to SGD, seen only in ``--print_config``). Here such an
+    argument is handed on with the new class's defaults written out; options given after it still
+    override them.
+    """
+    expanded, position = [], 0
+    while position < len(args):
+        arg = args[position]
+        key, has_value, value = arg.partition("=")
+        if not has_value and position + 1 < len(args):
+            value = args[position + 1]
+        defaults = class_defaults(value) if key.startswith("--model.") and not key.endswith(".help") else None
+        if defaults is None:
+            expanded.append(arg)
+        else:
+            expanded.append(f"{key}={json.dumps({'class_path': value, 'init_args': defaults})}")
+            position += 0 if has_value else 1
+        position += 1
+    return expanded
+
+
+def class_defaults(path: str) -> dict[str, Any] | None:
+    """The default of each argument of the class at the dotted ``path`` that has a plain default;
+    None when ``path`` does not name an importable class."""
+    parameters = class_parameters(path)
+    if parameters is None:
+        return None
+    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for p in parameters if p.default is not p.empty and is_plain_data(p.default)}
+
+
+def class_parameters(path: str) -> list[inspect.Parameter] | None:
+    """The arguments of the class at the dotted ``path``; None when it does not name an importable class."""
+    module, _, name = path.rpartition(".")
+    if not module or not re.fullmatch(r"[\w.]+", path):
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        return list(inspect.signature(cls).parameters.values()) if inspect.isclass(cls) else None
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return None
+
+
+# -- the run's context, under the command line ----------------------------------------------------
+
+
+def run_context(config: Any, subcommand: str | None, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """The options a run takes from its context (see the module's docstring), as a config."""
+    context: dict[str, Any] = {}
+    logger = config["trainer"].get("logger")
+    logger_args: dict[str, Any] = {}
+    if checkpoint is not None:
+        if checkpoint.found_by_resume_auto:
+            context["ckpt_path"] = str(checkpoint.path)
+        if checkpoint.hyperparameters:
+            context["model"] = model_config_of(checkpoint.hyperparameters, config["model"]["class_path"])
+        run_id = checkpoint.saved_state.get("logger_run_id")
+        if subcommand == "fit" and is_wandb(logger) and isinstance(run_id, str) and not logger["init_args"].get("id"):
+            logger_args.update(id=run_id, resume="allow")  # W&B continues the run that wrote the checkpoint
+    root = config["trainer"].get("default_root_dir")
+    if root and hasattr(logger, "get") and (logger.get("init_args") or {}).get("save_dir") == RUNS:
+        # Lightning's loggers keep their own save_dir: without this, default_root_dir would only
+        # receive SLURM's requeue checkpoints. A save_dir given explicitly is kept.
+        logger_args["save_dir"] = str(root)
+    if logger_args:
+        context["trainer"] = {"logger": {"class_path": logger["class_path"], "init_args": logger_args}}
+    return context
+
+
+def is_wandb(logger: Any) -> bool:
+    return hasattr(logger, "get") and str(logger.get("class_path", "")).endswith("WandbLogger")
+
+
+def config_files_end(args: list[str]) -> int:
+    """The position in ``args`` just after the last ``--config FILE`` (or after the subcommand)."""
+    end = 1 if args and not args[0].startswith("-") else 0
+    for position, arg in enumerate(args):
+        if arg == "--config":
+            end = position + 2
+        elif arg.startswith("--config="):
+            end = position + 1
+    return min(end, len(args))
+
+
+def with_context(args: list[str], context: dict[str, Any]) -> list[str]:
+    """``args`` with ``context`` as one more ``--config`` right after the config files."""
+    end = config_files_end(args)
+    return [*args[:end], f"--config={json.dumps(context)}", *args[end:]]
+
+
+def command_line_overrides(under: Any, final: Any, args: list[str], fit: bool) -> list[str]:
+    """A line for each ``--model.*`` option on the command line (after the config files) that
+    differs from what the checkpoint said (``under``: the config with the checkpoint and without
+    those options).
+
+    ``fit`` continues the checkpoint's optimizer and schedule state, so another optimizer or
+    schedule option there would not take effect (or not load): it is refused."""
+    lines = []
+    for option in model_options(args[config_files_end(args):]):
+        key = full_key(final, option)
+        if key is None or key not in under or under[key] == final[key]:
+            continue
+        ours, theirs = brief(final[key]), brief(under[key])
+        if fit and option.startswith(("model.optimizer", "model.lr_schedule")):
+            raise UserError(f"--{option} {ours} differs from the checkpoint's {theirs}, and fit continues the "
+                            "checkpoint's optimizer and schedule: drop the option, or start a new run")
+        lines.append(f"{option}: {ours} from the command line, not the checkpoint's {theirs}")
+    return lines
+
+
+def model_options(args: list[str]) -> list[str]:
+    """The ``model.*`` keys set in ``args``, as written (``--model.optimizer.lr=0.1`` gives
+    ``model.optimizer.lr``), each once."""
+    keys = [arg[2:].partition("=")[0] for arg in args if arg.startswith("--model.")]
+    return list(dict.fromkeys(key.replace(".init_args", "") for key in keys if not key.endswith(".help")))
+
+
+def full_key(config: Any, key: str) -> str | None:
+    """``key`` as stored in ``config``: the command line's ``model.optimizer.lr`` is kept under
+    ``model.init_args.optimizer.init_args.lr`` for classes given by ``class_path``. None if absent."""
+    parts = key.split(".")
+    resolved = parts[0]
+    for part in parts[1:]:
+        if f"{resolved}.{part}" not in config and f"{resolved}.init_args.{part}" in config:
+            resolved += ".init_args"
+        resolved += f".{part}"
+    return resolved if resolved in config else None
+
+
+def brief(value: Any) -> str:
+    """A class given by ``class_path`` as its path alone; anything else as itself."""
+    return str(value.get("class_path")) if hasattr(value, "get") and value.get("class_path") else str(value)
+
+
+# -- an option jsonargparse does not know -----------------------------------------------------------
+
+
+def unknown_option_line(message: str, parser: ArgumentParser) -> str | None:
+    """The one-line answer to jsonargparse's ``message`` about an unknown option: the nearest valid
+    option, or for a net's size that sizes come from the data; None when the message is about
+    something else, or nothing valid is near. Never suggests the option it was given."""
+    typo = unknown_option(message)
+    if typo is None:
+        return None
+    classes = class_paths_in(message)
+    if classes:  # inside a class given by class_path: its own arguments are the candidates
+        prefix = ".".join(parser_keys_in(message)) + "."
+        parameters = class_parameters(classes[-1])
+        if parameters is None:
+            return None
+        head, _, rest = typo.partition(".")
+        if prefix.startswith("model.net.") and (head in NET_SIZE_OPTIONS or head in [p.name for p in parameters[:2]]):
+            return (f"error: --{prefix}{typo}: a net's number of outputs and input shape come from the data "
+                    "(and from a checkpoint): leave the option out")
+        candidates = [p.name for p in parameters if p.name != head]
+        match = difflib.get_close_matches(head, candidates, n=1)
+        given, meant = prefix + typo, f"{prefix}{match[0]}{'.' + rest if rest else ''}" if match else None
+    else:
+        known = [key for key in parser.get_defaults().keys() if not key.startswith(("config", "__")) and key != typo]
+        match = difflib.get_close_matches(typo, known, n=1)
+        given, meant = typo, match[0] if match else None
+    return f"error: unknown option --{given}: did you mean --{meant}?" if meant else None

@@ -1,0 +1,102 @@
+"""Checkpoint files: read once per run, with one clear message for a file that is not a checkpoint,
+and written so that they are either whole or not there, wherever the run folder is."""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from project.engine.errors import UserError
+
+_last_read: tuple[tuple[str, int, int], dict[str, Any]] | None = None  # (file identity, content): see read_checkpoint
+
+
+def file_identity(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_ino, stat.st_mtime_ns
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents, memory-mapped (tensors are read when used), with
+    ``weights_only=True``; ``UserError`` for a file that is not a whole checkpoint written by
+    ``torch.save``. The contents are kept until Lightning asks ``AtomicCheckpointIO`` for the same
+    file, so a run that names a checkpoint reads it once."""
+    global _last_read
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a truncated or foreign file: torch raises many kinds
+        raise UserError(f"{path} is not a readable checkpoint (truncated, not saved by torch.save, or holding Python "
+                        f"objects, which are not loaded for safety): {type(error).__name__}") from error
+    if not isinstance(content, dict) or "state_dict" not in content:
+        raise UserError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+    _last_read = (file_identity(path), content)
+    return content
+
+
+def is_plain_data(value: Any) -> bool:
+    """Numbers, strings, None and lists or dicts of them: what a checkpoint loads with weights_only=True."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain_data(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(is_plain_data(v) for v in value)
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO``, writing local checkpoints next to where they belong, and
+    loading the one the command line named from what ``read_checkpoint`` read already.
+
+    Lightning 2.6 writes a local checkpoint to a temporary file in ``$TMPDIR`` and moves it into
+    place. When the run folder is on another file system (local ``/tmp``, shared run folder: the
+    usual cluster layout) that move is a copy, so a kill or a full disk during it leaves a truncated
+    ``last.ckpt``, and a full ``/tmp`` stops training. Here the temporary file is in the checkpoint's
+    own folder, is synced to disk, and replaces the old file with one rename: a reader sees the old
+    checkpoint or the new one, never part of one. Remote paths (``s3://``) keep Lightning's way.
+
+    ``configs/base.yaml`` lists it in ``trainer.plugins``; add others with ``--trainer.plugins+=...``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(checkpoint, path)
+        except OSError as error:
+            # A read-only, full or missing output folder: the previous checkpoint is still whole.
+            raise UserError(f"cannot write the checkpoint {path}: {error.strerror or error}") from error
+
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        global _last_read
+        if _last_read is not None and weights_only is not False and Path(path).is_file():
+            identity, content = _last_read
+            if identity == file_identity(Path(path)):
+                _last_read = None  # handed over: Lightning keeps it for as long as it needs it
+                return content
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+
+def write_atomically(content: Any, path: Path) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(content, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the folder is synced.
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

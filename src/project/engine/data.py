@@ -1,0 +1,328 @@
+"""The data-module contract: what a data module gives the rest of the template, and the loaders that
+make one device and N devices, with or without gradient accumulation, train the same model."""
+
+import math
+import os
+import signal
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
+
+from project.engine.errors import UserError
+from project.engine.internals import UnrepeatedDistributedSampler
+
+
+@dataclass
+class LoaderOptions:
+    """DataLoader settings, the same for every data module (``data.loader.*`` in configs)."""
+
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all devices and accumulation steps. Each device then loads
+    ``global_batch_size / (world_size * accumulate_grad_batches)`` per batch, so the recipe stays the
+    same on 1 or N devices. It must divide evenly."""
+    batch_size: int | None = None
+    """Samples per batch on each device, if you would rather fix that than the global batch
+    (64 when neither is given; set one or the other, not both)."""
+    num_workers: int = 0
+    """Loader worker processes (0 loads in the main process)."""
+    pin_memory: bool = False
+    """Page-lock batches for faster host-to-GPU copies."""
+    persistent_workers: bool = False
+    """Keep workers alive between epochs (only with num_workers > 0)."""
+    drop_last: bool = False
+    """Drop the last incomplete global training batch (the same samples on 1 or N devices)."""
+    balance_classes: bool = False
+    """Draw training samples with a WeightedRandomSampler so each class is seen equally often."""
+
+
+class ProjectDataModule(LightningDataModule):
+    """The base class of every data module here: what the rest of the template reads from one.
+
+    A subclass fills, in ``setup(stage)``:
+
+    - ``train_set``, ``val_set``, ``test_set``: datasets of ``(input, target)`` pairs (``val_set``
+      may be empty: training then runs without validation); ``predict_set``: what ``predict``
+      labels, a dataset whose items start with the input (targets, if any, are not read).
+      Prediction rows are numbered by their position in ``predict_set``, which Lightning's
+      predict loop tracks beside the batch;
+    - ``class_names`` for classification (its length is the class count, and
+      ``multilabel = True`` when targets are multi-hot), or ``num_targets`` for regression;
+    - optionally ``predict_names``: a name for each row of ``predict_set`` (a file path).
+
+    and may override, where the defaults do not fit: ``fingerprint`` (what ``record.json`` says
+    about the data), ``random_training_inputs`` (whether cached features would be wrong),
+    ``train_targets`` (for ``balance_classes``), ``new_inputs_option`` (the option that names new
+    inputs for ``predict``, shown in the command ``fit`` prints). Loaders, batch sizes, samplers,
+    DDP shards and per-sample loss weights come from here; subclasses load their data and leave
+    those alone.
+    """
+
+    new_inputs_option: str | None = None
+    """How a user gives new inputs to ``predict``, e.g. ``"--data.predict_dir DIR (a folder of images)"``."""
+
+    def __init__(self, loader: LoaderOptions | None = None) -> None:
+        super().__init__()
+        self.loader = loader or LoaderOptions()
+        if self.loader.batch_size is not None and self.loader.global_batch_size is not None:
+            raise UserError("set data.loader.global_batch_size or data.loader.batch_size, not both")
+        for name, value in (("batch_size", self.loader.batch_size), ("global_batch_size", self.loader.global_batch_size)):
+            if value is not None and value < 1:
+                raise UserError(f"data.loader.{name} must be >= 1, got {value}")
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self.predict_set: Dataset | None = None
+        self.class_names: list[str] | None = None
+        self.multilabel = False
+        self.num_targets: int | None = None
+        self.predict_names: list[str] = []
+        self._train_loader: ResumableLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
+
+    # -- what a subclass may say about its data ----------------------------------------------------
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names else None
+
+    def fingerprint(self, stage: str) -> dict[str, Any]:
+        """For ``record.json``: a hash of what was read, with sample counts (``engine.provenance``
+        has helpers for tensors and files). The default only counts."""
+        splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set, "predict": self.predict_set}
+        return {"sha256": None, "note": f"{type(self).__name__} does not override fingerprint(stage)",
+                "samples": {name: len(s) for name, s in splits.items() if s is not None}}  # type: ignore[arg-type]
+
+    def random_training_inputs(self) -> str | None:
+        """What makes a training input differ between epochs (an augmentation), or ``None`` when
+        every epoch sees the same inputs: cached features are right only then. Data modules that
+        change batches after loading (``on_after_batch_transfer``) must say so too. The default
+        cannot tell, and says so."""
+        return f"inputs that may change between epochs ({type(self).__name__} does not override random_training_inputs)"
+
+    def train_targets(self) -> torch.Tensor:
+        """Class index of every training sample, in dataset order (for ``balance_classes``)."""
+        raise UserError(f"{type(self).__name__} does not support data.loader.balance_classes (it has no train_targets)")
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input as the net receives it (after transforms), from the first sample
+        of the first split that has one; None before ``setup``."""
+        for dataset in (self.train_set, self.val_set, self.test_set, self.predict_set):
+            if dataset is not None and len(dataset):  # type: ignore[arg-type]
+                return tuple(dataset[0][0].shape)
+        return None
+
+    def has_validation(self) -> bool:
+        return self.val_set is None or len(self.val_set) > 0  # type: ignore[arg-type]
+
+    # -- loaders ------------------------------------------------------------------------------------
+
+    def _world(self) -> tuple[int, int, int]:
+        """``(world_size, global_rank, accumulate_grad_batches)`` of the attached trainer, or one process."""
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0, 1
+        return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
+
+    def batch_size_per_device(self) -> int:
+        """Samples in one batch on this device, derived from ``global_batch_size`` when that is set."""
+        if self.loader.global_batch_size is None:
+            return self.loader.batch_size or 64
+        world_size, _, accumulate = self._world()
+        shares = world_size * accumulate
+        if self.loader.global_batch_size % shares:
+            raise UserError(
+                f"data.loader.global_batch_size={self.loader.global_batch_size} does not divide into "
+                f"{world_size} device(s) x {accumulate} accumulation step(s): make it a multiple of {shares}"
+            )
+        return self.loader.global_batch_size // shares
+
+    def train_dataloader(self) -> DataLoader:
+        world_size, _, accumulate = self._world()
+        global_batch = self.batch_size_per_device() * world_size * accumulate
+        if self.loader.drop_last and self.train_set is not None and len(self.train_set) < global_batch:  # type: ignore[arg-type]
+            raise UserError(
+                f"data.loader.drop_last would drop every training sample: the training split has {len(self.train_set)}"  # type: ignore[arg-type]
+                f" samples, fewer than one global batch of {global_batch}"
+            )
+        sampler = self._train_sampler()
+        # ResumableSampler drops the last incomplete batch itself, alike on 1 and N processes.
+        loader = self._loader(self.train_set, sampler, drop_last=self.loader.drop_last and not isinstance(sampler, ResumableSampler))
+        if isinstance(loader, ResumableLoader):
+            self._train_loader = loader
+            if self._train_loader_state is not None:
+                loader.load_state_dict(self._train_loader_state)
+                self._train_loader_state = None
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: how far the train loader is into its epoch.
+
+        Lightning saves a stateful train loader's state too, but hands it back only when it builds
+        the loader after restoring a checkpoint; the lr schedule needs the epoch's length in
+        ``configure_optimizers``, which makes Lightning build the loader before. The data module's
+        state is restored before that (Lightning 2.6.6, engine.internals), so it carries the position."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
+
+    def next_train_batch_weights(self) -> tuple[int, int] | None:
+        """For the training batch about to be used: ``(its real samples, the real samples of its
+        whole optimizer step over all ranks)``, or None when the sampler does not say
+        (``balance_classes``), in which case every batch counts alike."""
+        sampler = self._train_loader.sampler if self._train_loader is not None else None
+        return sampler.batch_weights.popleft() if sampler is not None and sampler.batch_weights else None
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.has_validation():
+            return []  # no validation (val_fraction 0): TrainingModule says so and trains without it
+        return self._loader(self.val_set, self._evaluation_sampler(self.val_set))
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is not None and len(self.test_set) == 0:  # type: ignore[arg-type]
+            raise UserError("the test split is empty (data.test_fraction is 0 and there is no test folder): nothing to test")
+        return self._loader(self.test_set, self._evaluation_sampler(self.test_set))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, self._evaluation_sampler(self.predict_set))
+
+    def _train_sampler(self) -> Sampler | None:
+        """``ResumableSampler``, so that DDP trains the same model as one device; Lightning calls
+        ``set_epoch`` for a new order each epoch."""
+        world_size, rank, accumulate = self._world()
+        if self.loader.balance_classes:
+            # Lightning shards this one across ranks itself (DistributedSamplerWrapper).
+            targets = self.train_targets()
+            class_counts = torch.bincount(targets)
+            weights = 1.0 / class_counts.clamp(min=1).double()[targets]
+            return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True)
+        if self.train_set is None:
+            return None
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+        return ResumableSampler(self.train_set, num_replicas=world_size, rank=rank, seed=seed, batch_size=self.batch_size_per_device(),
+                                accumulate=accumulate, drop_last=self.loader.drop_last)
+
+    def _evaluation_sampler(self, dataset: Dataset | None) -> Sampler | None:
+        """Under DDP each rank evaluates every ``world_size``-th sample, with no padding, so every
+        sample is counted once and metrics equal a single device's (Lightning's own sampler would
+        repeat samples to even out the ranks)."""
+        world_size, rank, _ = self._world()
+        if dataset is None or world_size == 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+
+    def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() did not create this split")
+        return loader_class(sampler)(
+            dataset,
+            batch_size=self.batch_size_per_device(),
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.loader.num_workers,
+            pin_memory=self.loader.pin_memory,
+            persistent_workers=self.loader.persistent_workers and self.loader.num_workers > 0,
+            worker_init_fn=leave_signals_to_the_main_process,
+        )
+
+
+class ResumableSampler(DistributedSampler):
+    """A seeded shuffle, the same permutation on 1 or N processes, cut into one slice per rank.
+
+    Rank ``r`` takes every ``world_size``-th sample of the permutation, so the union of the ranks'
+    ``i``-th batches is exactly the ``i``-th batch of one process with the global batch size.
+    Beyond ``DistributedSampler`` it
+
+    - drops the last incomplete *global* batch (one optimizer step's samples over all ranks and
+      accumulated batches) with ``drop_last``, before slicing, so 1 and N processes, with or
+      without accumulation, run the same steps and leave out the same samples;
+    - says, for each batch it yields, how many of its samples are real (the few that repeat only to
+      give every rank as many count zero) and how many real samples the whole optimizer step holds
+      over all ranks and accumulated batches (``batch_weights``, read by the training module);
+    - leaves out the first ``skip`` samples of its next epoch (``ResumableLoader`` sets it).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, batch_size: int,
+                 accumulate: int = 1, drop_last: bool = False) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.accumulate = batch_size, accumulate
+        global_batch = batch_size * num_replicas * accumulate  # samples per optimizer step
+        self.kept = len(dataset) // global_batch * global_batch if drop_last else len(dataset)  # type: ignore[arg-type]
+        self.num_samples = math.ceil(self.kept / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.batch_weights: deque[tuple[int, int]] = deque()
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)  # DistributedSampler's permutation
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()[: self.kept]  # type: ignore[arg-type]
+        while len(order) < self.total_size:  # as DistributedSampler: repeat the first ones to even out the ranks
+            order += order[: self.total_size - len(order)]
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        start, self.skip = self.skip, 0
+        self.batch_weights = deque(self._weights(first_batch=start // self.batch_size))
+        return iter(mine[start:])
+
+    def _weights(self, first_batch: int) -> list[tuple[int, int]]:
+        """``(real samples in the batch on this rank, real samples in its optimizer step)`` per batch."""
+        real_here = math.ceil(max(0, self.kept - self.rank) / self.num_replicas)
+        per_step = self.batch_size * self.num_replicas * self.accumulate
+        batches = math.ceil(self.num_samples / self.batch_size)
+        return [(max(0, min((j + 1) * self.batch_size, real_here) - j * self.batch_size),
+                 min(self.kept, (j // self.accumulate + 1) * per_step) - j // self.accumulate * per_step)
+                for j in range(first_batch, batches)]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a ``ResumableSampler`` that knows how far into its epoch it is.
+
+    ``state_dict()`` is that position; ``load_state_dict`` gives a resumed run's loader the position
+    of its checkpoint (``ProjectDataModule.state_dict`` carries it). Lightning restores its own
+    counters but iterates a loader from its start; this one leaves out the batches that were
+    trained on before the checkpoint, so a run resumed part-way through an epoch goes on with the
+    batch an uninterrupted run would have trained on next. Lightning fetches no batch ahead from a
+    loader with a length, so the batches counted here are the batches trained on (engine.internals).
+    """
+
+    sampler: ResumableSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch, self._batches_done = -1, 0
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches_done": self._batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_at = (state_dict["epoch"], state_dict["batches_done"])
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        # A generator: the epoch is read when the first batch is asked for, after Lightning's set_epoch.
+        epoch = self.sampler.epoch
+        skip = self._resume_at[1] if self._resume_at is not None and self._resume_at[0] == epoch else 0
+        self._resume_at = None
+        self.sampler.skip = skip * self.batch_size  # type: ignore[operator]
+        self._epoch, self._batches_done = epoch, skip
+        for batch in super().__iter__():
+            self._batches_done += 1  # before the batch is trained on: a checkpoint after it counts it
+            yield batch
+
+
+def loader_class(sampler: Sampler | None) -> type[DataLoader]:
+    """``ResumableLoader`` for the training sampler that can resume, ``DataLoader`` for any other."""
+    return ResumableLoader if isinstance(sampler, ResumableSampler) else DataLoader
+
+
+def leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM and SIGUSR1, which schedulers send to every process of a job:
+    the main process saves a checkpoint and stops (``engine.signals``), while a worker killed
+    first would end the run with a loader error instead. Workers still exit with the main process."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
