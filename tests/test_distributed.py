@@ -84,6 +84,7 @@ def test_torchrun_fit_then_test_and_predict_equal_one_process(one_process, tmp_p
     assert_same_weights(weights(run), weights(one_process))
     record = json.loads((run / "record.json").read_text())
     assert record["launcher"] == "torchrun" and record["devices"]["processes"] == 2
+    assert "  devices: auto\n" in (run / "config.yaml").read_text()  # the Trainer got torchrun's count; the config was not rewritten
 
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     for launcher in (torchrun, ()):
