@@ -1,38 +1,43 @@
-"""Training speed with the GPU options, side by side in one run, and time to 99% on MNIST-size digits.
+"""GPU speed, side by side in one run: LeNet per option set, time to 99% accuracy, ResNet-18 vs a plain loop.
 
-    python benchmarks/gpu_speed.py            # on a GPU machine
-    python benchmarks/gpu_speed.py --quick    # a small version that also runs on a CPU
-    python benchmarks/gpu_speed.py --parts accuracy   # only part 3
+    python benchmarks/gpu_speed.py                   # on a GPU machine (scripts/gpu_check.sh runs it)
+    python benchmarks/gpu_speed.py --quick           # small sizes, no compile: runs on a CPU, checks the wiring
+    python benchmarks/gpu_speed.py --json FILE       # the results also as JSON (scripts/gpu_report.py reads it)
 
-1. LeNet samples/s on the 60,000-image digits set (configs/data/digits_60k.yaml: 28x28, the
-   whole set kept on the GPU), four ways: fp32; bf16-mixed; bf16-mixed + channels_last;
-   bf16-mixed + channels_last + torch.compile. Median `perf/samples_per_s` of epochs 2 and later.
-2. ResNet-18 head training (frozen backbone, live features) images/s on a generated folder of
-   224x224 PNGs, fp32 and bf16-mixed + channels_last, with loader workers.
-3. Time to 99% validation accuracy (the real held-out digits) of the LeNet recipe on the 60,000
-   images with the fastest option set of (1): wall seconds from the start of fit, and the epoch.
-
-Everything runs in this process through the template's CLI (`train.py fit`), with progress bar,
-logging and checkpointing at the configs' defaults.
+1. LeNet samples/s on the 60,000-image digits (configs/data/digits_60k.yaml), per option set:
+   fp32 with the tensors copied to the device every batch, then with the whole set kept on the
+   device: fp32, bf16-mixed, bf16 + channels_last, bf16 + channels_last + torch.compile. Median
+   epoch of the second and later, through the template's CLI in this process.
+2. Time to 99% accuracy: `train.py fit` of that recipe with the fastest option set, run as a user
+   runs it and stopped at the first epoch whose validation accuracy (the real held-out digits)
+   reaches 99%: training seconds (fit start to the end of that epoch) and wall seconds (process
+   start to exit: imports, making the 60,000 images, checkpoints), then `train.py test` of that
+   epoch's checkpoint for the test accuracy.
+3. ResNet-18 on 224 px PNGs through loader workers, head training (frozen backbone) and full
+   fine-tuning: the template against a plain PyTorch loop and the same batches on the same device
+   (benchmarks/vs_plain_loop.py).
 """
 
 import argparse
 import contextlib
+import csv
 import io
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torchvision
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+import vs_plain_loop  # noqa: E402
 from epoch_timer import EpochTimer  # noqa: E402
-from finetune_speed import make_images  # noqa: E402
 from project.engine.cli import ProjectCLI  # noqa: E402
 
 DIGITS_60K = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--config", str(REPO / "configs" / "data" / "digits_60k.yaml")]
@@ -40,6 +45,7 @@ BF16 = ["--trainer.precision=bf16-mixed"]
 CHANNELS_LAST = ["--model.init_args.speed.channels_last=true"]
 COMPILE = ["--model.init_args.speed.compile=true"]
 LENET_OPTIONS = {
+    "fp32, copied every batch": ["--data.keep_on_device=false"],
     "fp32": [],
     "bf16-mixed": BF16,
     "bf16 + channels_last": [*BF16, *CHANNELS_LAST],
@@ -47,88 +53,122 @@ LENET_OPTIONS = {
 }
 
 
-class TimeToAccuracy(Callback):
-    """Records when validation accuracy first reaches ``target`` and stops the run there."""
+class StopAtAccuracy(Callback):
+    """Stops a fit at the first epoch whose ``val/acc`` reaches ``target`` and writes to ``report``
+    (JSON) the seconds from fit start and the epoch; ``{"reached": false}`` if it never does."""
 
-    def __init__(self, target: float) -> None:
-        self.target, self.start, self.reached = target, 0.0, None
+    def __init__(self, target: float, report: str) -> None:
+        self.target, self.report, self.start = target, Path(report), 0.0
+        self.report.write_text(json.dumps({"reached": False}))
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start = time.perf_counter()
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         accuracy = trainer.callback_metrics.get("val/acc")
-        if trainer.sanity_checking or accuracy is None or self.reached is not None:
+        if trainer.sanity_checking or accuracy is None or float(accuracy) < self.target or trainer.should_stop:
             return
-        if float(accuracy) >= self.target:
-            self.reached = (time.perf_counter() - self.start, trainer.current_epoch + 1)
-            trainer.should_stop = True
+        if trainer.is_global_zero:
+            self.report.write_text(json.dumps({"reached": True, "seconds": time.perf_counter() - self.start,
+                                               "epoch": trainer.current_epoch + 1, "val_acc": float(accuracy)}))
+        trainer.should_stop = True
 
 
-def fit(args: list[str], callbacks: list[Callback] = ()) -> ProjectCLI:
+def fit_here(args: list[str]) -> ProjectCLI:
     with contextlib.redirect_stdout(io.StringIO()):
         cli = ProjectCLI(args=[*args, "--trainer.callbacks+=epoch_timer.EpochTimer"], run=False)
-        cli.trainer.callbacks.extend(callbacks)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return cli
 
 
-def samples_per_second(cli: ProjectCLI, batch_size: int) -> float:
+def samples_per_second(cli: ProjectCLI) -> float:
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochTimer))
-    batches = cli.trainer.num_training_batches
-    return batches * batch_size / statistics.median(timer.epoch_seconds[1:] or timer.epoch_seconds)
+    samples = cli.trainer.num_training_batches * cli.datamodule.batch_size_per_device()
+    return samples / statistics.median(timer.epoch_seconds[1:] or timer.epoch_seconds)
+
+
+def lenet_option_sets(common: list[str], quick: bool) -> dict[str, float]:
+    speeds = {}
+    for name, extra in LENET_OPTIONS.items():
+        if quick and COMPILE[0] in extra:
+            continue  # compiling takes minutes on a CPU; tests/test_speed.py checks it there
+        speeds[name] = samples_per_second(fit_here([*DIGITS_60K, *common, "--trainer.max_epochs=3", *extra]))
+        print(f"LeNet, {name:<32} {speeds[name]:>12,.0f} samples/s  ({speeds[name] / speeds['fp32, copied every batch']:.2f}x copied fp32)",
+              flush=True)
+    return speeds
+
+
+def train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+def time_to_accuracy(option_set: str, target: float, common: list[str], cwd: Path) -> dict:
+    report = cwd / "time_to_accuracy.json"
+    stop = ["--trainer.callbacks+=gpu_speed.StopAtAccuracy", f"--trainer.callbacks.target={target}", f"--trainer.callbacks.report={report}"]
+    start = time.perf_counter()
+    fit = train_py("fit", *DIGITS_60K, *common, *LENET_OPTIONS[option_set], *stop, cwd=cwd)
+    wall = time.perf_counter() - start
+    if fit.returncode != 0:
+        raise SystemExit(f"the time-to-accuracy fit failed:\n{fit.stderr[-3000:]}")
+    result = {**json.loads(report.read_text()), "wall_seconds": wall, "option_set": option_set, "target": target}
+    run = cwd / "runs" / "lenet_digits_60k" / "version_0"
+    test = train_py("test", "--config", str(run / "config.yaml"), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", cwd=cwd)
+    if test.returncode != 0:
+        raise SystemExit(f"testing the time-to-accuracy checkpoint failed:\n{test.stderr[-3000:]}")
+    with open(run.with_name("version_1") / "metrics.csv") as f:
+        result["test_acc"] = float(list(csv.DictReader(f))[-1]["test/acc"])
+    return result
+
+
+def resnet_against_plain_loop(quick: bool, device: str) -> list[tuple]:
+    options = vs_plain_loop.arguments([
+        "--cases", "resnet18_head", "resnet18_full", "--device", device, "--no-shortcut-column",
+        "--epochs", "2" if quick else "3", "--images", "64" if quick else "4096",
+        "--image-size", "32" if quick else "224", "--workers", "0" if quick else "8"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        rows = vs_plain_loop.compare(options)
+    for name, plain, _bare, template, *_ in rows:
+        print(f"{name}: template {template:.3f} s/epoch, plain loop {plain:.3f} s/epoch, ratio {template / plain:.3f}", flush=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a CPU")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--parts", nargs="+", default=["lenet", "resnet", "accuracy"], choices=["lenet", "resnet", "accuracy"])
+    parser.add_argument("--quick", action="store_true", help="small sizes and no compile, for a CPU")
+    parser.add_argument("--json", type=Path, help="also write the results to this file: the device and [what, figure] rows")
     options = parser.parse_args()
     sys.argv = sys.argv[:1]  # the CLI runs below take their own arguments
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    device = "cuda" if torch.cuda.is_available() and not options.quick else "cpu"
+    where = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     tmp = Path(tempfile.mkdtemp())
-    common = [f"--trainer.logger.init_args.save_dir={tmp / 'runs'}", "--trainer.enable_progress_bar=false"]
-    limit = ["--trainer.limit_train_batches=20", "--trainer.limit_val_batches=2"] if options.quick else []
-    batch = [f"--data.loader.global_batch_size={options.batch_size}"]
+    common = [f"--trainer.logger.init_args.save_dir={tmp / 'runs'}", "--trainer.enable_progress_bar=false",
+              f"--trainer.accelerator={device}", "--trainer.devices=1", "--data.loader.global_batch_size=256"]
+    if options.quick:
+        common += ["--data.expand_train_to=2048", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2"]
+    print(f"device: {where}", flush=True)
 
-    print(f"device: {device}")
-    lenet = {name: 0.0 for name in LENET_OPTIONS}
-    for name, extra in LENET_OPTIONS.items() if "lenet" in options.parts else ():
-        cli = fit([*DIGITS_60K, *common, *limit, *batch, "--trainer.max_epochs=3", *extra])
-        lenet[name] = samples_per_second(cli, options.batch_size)
-        print(f"LeNet, {name:<32} {lenet[name]:>10,.0f} samples/s  ({lenet[name] / lenet['fp32']:.2f}x fp32)")
-    if "resnet" in options.parts:
-        resnet_head(tmp, options.quick, [*common, *batch], options.batch_size)
-    if "accuracy" in options.parts:
-        best = max(lenet, key=lenet.get) if any(lenet.values()) else ("fp32" if device == "CPU" else "bf16 + channels_last")
-        time_to_accuracy(best, 0.5 if options.quick else 0.99, [*DIGITS_60K, *common, *limit, *batch])
-
-
-def resnet_head(tmp: Path, quick: bool, extra: list[str], batch_size: int) -> None:
-    images = tmp / "images"
-    make_images(images, 256 if quick else 4096, 64 if quick else 224)
-    hub = tmp / "torch" / "hub"
-    (hub / "checkpoints").mkdir(parents=True)
-    torch.save(torchvision.models.resnet18().state_dict(), hub / "checkpoints" / "resnet18-f37072fd.pth")
-    torch.hub.set_dir(str(hub))
-    resnet = ["--config", str(REPO / "configs" / "resnet_finetune.yaml"), f"--data.data_dir={images}",
-              "--model.cache_features=false", "--trainer.max_epochs=3", f"--data.loader.num_workers={0 if quick else 8}",
-              f"--data.transforms.image_size={64 if quick else 224}", *extra]
-    fp32 = samples_per_second(fit(resnet), batch_size)
-    fast = samples_per_second(fit([*resnet, *BF16, *CHANNELS_LAST]), batch_size)
-    print(f"ResNet-18 head, fp32                    {fp32:>10,.0f} images/s")
-    print(f"ResNet-18 head, bf16 + channels_last    {fast:>10,.0f} images/s  ({fast / fp32:.2f}x)")
-
-
-def time_to_accuracy(option_set: str, target: float, args: list[str]) -> None:
-    clock = TimeToAccuracy(target)
-    fit([*args, "--trainer.max_epochs=20", *LENET_OPTIONS[option_set]], [clock])
-    if clock.reached is None:
-        print(f"LeNet on 60,000 digits did not reach {target:.0%} validation accuracy in 20 epochs")
+    speeds = lenet_option_sets(common, options.quick)
+    fastest = max(speeds, key=speeds.get)
+    target = 0.5 if options.quick else 0.99
+    (tmp / "time_to_accuracy").mkdir()
+    reached = time_to_accuracy(fastest, target, [c for c in common if "save_dir" not in c], tmp / "time_to_accuracy")
+    if reached["reached"]:
+        print(f"LeNet, 60,000 digits, {fastest}: {target:.0%} validation accuracy at epoch {reached['epoch']} after "
+              f"{reached['seconds']:.2f} s of training, {reached['wall_seconds']:.1f} s from the command's start; "
+              f"test accuracy {reached['test_acc']:.4f}", flush=True)
     else:
-        seconds, epoch = clock.reached
-        print(f"LeNet on 60,000 digits ({option_set}): {target:.0%} validation accuracy after {seconds:.1f} s (epoch {epoch})")
+        print(f"LeNet, 60,000 digits, {fastest}: did not reach {target:.0%} validation accuracy in the recipe's epochs", flush=True)
+    resnet = resnet_against_plain_loop(options.quick, device)
+
+    rows = [(f"LeNet, 60,000 digits, {name}", f"{value:,.0f} samples/s") for name, value in speeds.items()]
+    rows.append((f"LeNet, 60,000 digits, {fastest}: time to {target:.0%} val acc (test acc of that epoch)",
+                 f"{reached['seconds']:.2f} s training, {reached['wall_seconds']:.1f} s wall, epoch {reached['epoch']} "
+                 f"(test acc {reached['test_acc']:.4f})" if reached["reached"] else "not reached"))
+    rows += [(f"ResNet-18 {name.removeprefix('resnet18_')}: template / plain loop", f"{template:.3f} / {plain:.3f} s per epoch = {template / plain:.3f}")
+             for name, plain, _bare, template, *_ in resnet]
+    if options.json:
+        options.json.write_text(json.dumps({"device": where, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """The template against a hand-written PyTorch loop: same net, same data, same batches, same seed.
 
-    python benchmarks/vs_plain_loop.py [--epochs 6] [--cases lenet_digits two_layer resnet18_head]
+    python benchmarks/vs_plain_loop.py [--epochs 6] [--cases lenet_digits two_layer resnet18_head resnet18_full]
+    python benchmarks/vs_plain_loop.py --device cuda --cases resnet18_head resnet18_full --images 4096 --image-size 224 --workers 8
 
 Each case trains once through the template (`train.py fit --config ...`, run in this process,
 with its progress output, CSV logging and checkpointing at the config's defaults) and once
 through the plain loop below (train, validate, save the weights each epoch). Both draw batches
 in the same seeded order (one permutation per epoch, as DistributedSampler makes it), start from
-the same initial weights, and run on this machine's CPU. Printed per case: the fastest epoch's wall
+the same initial weights, and run on the same device (`--device`, the CPU unless told). Printed per case: the fastest epoch's wall
 time from epoch 2 on, validation and checkpoint included (the fastest is the one least disturbed
 on a shared machine), the ratio template / plain loop (goal <= 1.03), the relative gap between
 the final training losses (the template's Adam recipes use the fused kernel, which rounds
@@ -17,8 +18,10 @@ logger, checkpointing, progress bar, summary and callbacks off: bare / plain is 
 Lightning's training loop alone costs, the floor under any Lightning template.
 
 Cases: LeNet on scikit-learn's digits tiled to 25,000 (20,000 training samples per epoch), the
-two-layer net on 25,000 random 1000-d tensors (MSE), and ResNet-18 head training (frozen
-backbone, live features) on a generated 2-class folder of 64x64 PNGs.
+two-layer net on 25,000 random 1000-d tensors (MSE), and ResNet-18 on a generated 2-class folder
+of PNGs (64x64 and 640 images unless told), head training (frozen backbone, live features) and
+full fine-tuning (every layer trains). Image batches come through DataLoaders with the same
+worker count, and pinned memory on a GPU, in both loops.
 """
 
 import argparse
@@ -28,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -57,12 +61,14 @@ SEED = 0
 
 def plain_loop(
     net: nn.Module, train_set: Dataset, val_set: Dataset, loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer, batch_size: int, epochs: int, checkpoint: Path,
+    optimizer: torch.optim.Optimizer, batch_size: int, epochs: int, checkpoint: Path, device: str = "cpu", workers: int = 0,
 ) -> tuple[list[float], float]:
     """The loop most people write. Returns wall seconds per epoch and the last epoch's mean loss."""
     sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=SEED)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler)
-    val_loader = DataLoader(val_set, batch_size=batch_size)
+    loading = dict(batch_size=batch_size, num_workers=workers, pin_memory=device == "cuda")
+    train_loader = DataLoader(train_set, sampler=sampler, **loading)
+    val_loader = DataLoader(val_set, **loading)
+    net.to(device)
     seconds, mean_loss = [], 0.0
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -70,6 +76,7 @@ def plain_loop(
         net.train()
         total, count = 0.0, 0
         for x, y in train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad()
             loss = loss_fn(net(x), y)
             loss.backward()
@@ -79,7 +86,7 @@ def plain_loop(
         mean_loss = total / count
         net.eval()
         with torch.no_grad():
-            val_loss = sum(loss_fn(net(x), y).item() * len(x) for x, y in val_loader)
+            val_loss = sum(loss_fn(net(x.to(device)), y.to(device)).item() * len(x) for x, y in val_loader)
         print(f"  plain loop epoch {epoch + 1}: train loss {mean_loss:.5f}, val loss {val_loss / len(val_set):.5f}")
         torch.save(net.state_dict(), checkpoint)
         seconds.append(time.perf_counter() - start)
@@ -107,15 +114,16 @@ class BareModule(LightningModule):
 
 def bare_lightning(
     net: nn.Module, train_set: Dataset, val_set: Dataset, loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer, batch_size: int, epochs: int, checkpoint: Path,
+    optimizer: torch.optim.Optimizer, batch_size: int, epochs: int, checkpoint: Path, device: str = "cpu", workers: int = 0,
 ) -> tuple[list[float], float]:
     """The same batches as ``plain_loop``, through a Trainer with every extra switched off."""
     sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=SEED)
+    loading = dict(batch_size=batch_size, num_workers=workers, pin_memory=device == "cuda")
     timer = EpochTimer()
-    trainer = Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = Trainer(max_epochs=epochs, accelerator=device, devices=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    trainer.fit(BareModule(net, loss_fn, optimizer), DataLoader(train_set, batch_size=batch_size, sampler=sampler),
-                DataLoader(val_set, batch_size=batch_size))
+    trainer.fit(BareModule(net, loss_fn, optimizer), DataLoader(train_set, sampler=sampler, **loading),
+                DataLoader(val_set, **loading))
     return timer.epoch_wall_seconds, float("nan")
 
 
@@ -125,15 +133,19 @@ def template(args: list[str]) -> tuple[list[float], float]:
     return timer.epoch_wall_seconds, float(cli.trainer.callback_metrics["train/loss"])
 
 
-def lenet_digits(tmp: Path, epochs: int) -> dict[str, Callable]:
+def on_device(options: argparse.Namespace, tmp: Path) -> list[str]:
+    return [f"--trainer.max_epochs={options.epochs}", f"--trainer.accelerator={options.device}", "--trainer.devices=1",
+            f"--trainer.logger.init_args.save_dir={tmp / 'runs'}"]
+
+
+def lenet_digits(tmp: Path, options: argparse.Namespace) -> dict[str, Callable]:
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32).repeat(14, 1)[:25000]
     y = torch.tensor(digits.target).repeat(14)[:25000]
     torch.save({"x": x, "y": y}, tmp / "digits.pt")
     args = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--data.dataset=null", f"--data.path={tmp / 'digits.pt'}",
             "--data.standardize=false", "--data.augment=null", "--data.val_fraction=0.1", "--data.test_fraction=0.1",
-            "--model.lr_schedule.name=none", f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu",
-            f"--trainer.logger.init_args.save_dir={tmp / 'runs'}"]
+            "--model.lr_schedule.name=none", *on_device(options, tmp)]
 
     def plain() -> dict:
         from project.datamodules import TensorDataModule
@@ -145,19 +157,19 @@ def lenet_digits(tmp: Path, epochs: int) -> dict[str, Callable]:
         net = LeNet(10, (1, 32, 32))
         optimizer = torch.optim.AdamW(net.parameters(), lr=0.003, weight_decay=0.01)
         return dict(net=net, train_set=TensorDataset(*data.train_set.tensors), val_set=TensorDataset(*data.val_set.tensors),
-                    loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, batch_size=64, epochs=epochs, checkpoint=tmp / "plain.pt")
+                    loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, batch_size=64, epochs=options.epochs,
+                    checkpoint=tmp / "plain.pt", device=options.device)
 
     return {"plain": plain, "template": lambda extra=(): template([*args, *extra]), "tensor": True}
 
 
-def two_layer(tmp: Path, epochs: int) -> dict[str, Callable]:
+def two_layer(tmp: Path, options: argparse.Namespace) -> dict[str, Callable]:
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(25000, 1000, generator=generator)
     y = x[:, :10] * 2 + 0.1 * torch.randn(25000, 10, generator=generator)
     torch.save({"x": x, "y": y}, tmp / "tensors.pt")
     args = ["--config", str(REPO / "configs" / "two_layer_regression.yaml"), f"--data.path={tmp / 'tensors.pt'}",
-            "--data.val_fraction=0.1", "--data.test_fraction=0.1", f"--trainer.max_epochs={epochs}",
-            "--trainer.accelerator=cpu", f"--trainer.logger.init_args.save_dir={tmp / 'runs'}"]
+            "--data.val_fraction=0.1", "--data.test_fraction=0.1", *on_device(options, tmp)]
 
     def plain() -> dict:
         from project.datamodules import TensorDataModule
@@ -169,32 +181,33 @@ def two_layer(tmp: Path, epochs: int) -> dict[str, Callable]:
         net = TwoLayerNet(10, (1000,), hidden=100)
         optimizer = torch.optim.Adam(net.parameters(), lr=0.001)
         return dict(net=net, train_set=TensorDataset(*data.train_set.tensors), val_set=TensorDataset(*data.val_set.tensors),
-                    loss_fn=nn.MSELoss(), optimizer=optimizer, batch_size=64, epochs=epochs, checkpoint=tmp / "plain.pt")
+                    loss_fn=nn.MSELoss(), optimizer=optimizer, batch_size=64, epochs=options.epochs,
+                    checkpoint=tmp / "plain.pt", device=options.device)
 
     return {"plain": plain, "template": lambda extra=(): template([*args, *extra]), "tensor": True}
 
 
-def resnet18_head(tmp: Path, epochs: int) -> dict[str, Callable]:
-    make_images(tmp / "images", 640, 64)
+def resnet18(tmp: Path, options: argparse.Namespace, frozen: bool) -> dict[str, Callable]:
+    make_images(tmp / "images", options.images, options.image_size)
     hub = tmp / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     torch.save(torchvision.models.resnet18().state_dict(), hub / "resnet18-f37072fd.pth")
     torch.hub.set_dir(str(tmp / "torch" / "hub"))
     args = ["--config", str(REPO / "configs" / "resnet_finetune.yaml"), f"--data.data_dir={tmp / 'images'}",
-            "--data.transforms.image_size=64", "--data.loader.num_workers=0", "--model.cache_features=false",
-            "--model.lr_schedule.name=none", f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu",
-            f"--trainer.logger.init_args.save_dir={tmp / 'runs'}"]
+            f"--data.transforms.image_size={options.image_size}", f"--data.loader.num_workers={options.workers}",
+            f"--data.loader.pin_memory={str(options.device == 'cuda').lower()}", "--model.cache_features=false",
+            f"--model.freeze_backbone={str(frozen).lower()}", "--model.lr_schedule.name=none", *on_device(options, tmp)]
 
     def plain() -> dict:
         from project.datamodules import ImageFolderDataModule
         from project.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransforms
 
-        data = ImageFolderDataModule(data_dir=str(tmp / "images"), val_fraction=0.1, test_fraction=0.1,
-                                     transforms=ImageTransforms(image_size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+        transforms = ImageTransforms(image_size=options.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        data = ImageFolderDataModule(data_dir=str(tmp / "images"), val_fraction=0.1, test_fraction=0.1, transforms=transforms)
         data.setup("fit")  # the same files, split and transforms; the loop and its DataLoader are plain
         seed_everything(SEED)
         net = torchvision.models.get_model("resnet18", weights="IMAGENET1K_V1")
-        net.requires_grad_(False)
+        net.requires_grad_(not frozen)
         net.fc = nn.Linear(512, 2)
 
         class FrozenBackbone(nn.Module):  # the plain way to keep frozen BatchNorm statistics fixed
@@ -212,15 +225,21 @@ def resnet18_head(tmp: Path, epochs: int) -> dict[str, Callable]:
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 return self.net(x)
 
-        model = FrozenBackbone()
-        optimizer = torch.optim.SGD(net.fc.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0001)
-        return dict(net=model, train_set=data.train_set, val_set=data.val_set, loss_fn=nn.CrossEntropyLoss(),
-                    optimizer=optimizer, batch_size=32, epochs=epochs, checkpoint=tmp / "plain.pt")
+        trained = net.fc.parameters() if frozen else net.parameters()
+        optimizer = torch.optim.SGD(trained, lr=0.01, momentum=0.9, weight_decay=0.0001)
+        return dict(net=FrozenBackbone() if frozen else net, train_set=data.train_set, val_set=data.val_set,
+                    loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, batch_size=32, epochs=options.epochs,
+                    checkpoint=tmp / "plain.pt", device=options.device, workers=options.workers)
 
     return {"plain": plain, "template": lambda extra=(): template([*args, *extra]), "tensor": False}
 
 
-CASES = {"lenet_digits": lenet_digits, "two_layer": two_layer, "resnet18_head": resnet18_head}
+CASES = {
+    "lenet_digits": lenet_digits,
+    "two_layer": two_layer,
+    "resnet18_head": partial(resnet18, frozen=True),
+    "resnet18_full": partial(resnet18, frozen=False),
+}
 
 
 @contextlib.contextmanager
@@ -240,26 +259,26 @@ def fastest_after_first(seconds: list[float]) -> float:
     return min(seconds[1:] or seconds)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    options = parser.parse_args()
+def compare(options: argparse.Namespace) -> list[tuple]:
+    """Each case of ``options.cases`` through the three loops; the rows ``report`` prints."""
     rows = []
     for name in options.cases:
         with tempfile.TemporaryDirectory() as tmp:
-            case = CASES[name](Path(tmp), options.epochs)
+            case = CASES[name](Path(tmp), options)
             plain_s, plain_loss = plain_loop(**case["plain"]())
             bare_s, _ = bare_lightning(**case["plain"]())  # fresh ingredients: same seed, same initial weights
             template_s, template_loss = case["template"]()
             per_sample_s = fastest_after_first(case["template"](["--data.fast_batches=false"])[0]) if case["tensor"] else None
             no_shortcut_s = None
-            if PlainHookNameWrites is not None:
+            if PlainHookNameWrites is not None and not options.no_shortcut_column:
                 with hook_name_writes_through_nn_module():
                     no_shortcut_s = fastest_after_first(case["template"]()[0])
         rows.append((name, fastest_after_first(plain_s), fastest_after_first(bare_s), fastest_after_first(template_s),
                      plain_loss, template_loss, per_sample_s, no_shortcut_s))
+    return rows
 
+
+def report(rows: list[tuple], device: str) -> None:
     print(f"\n{'case':<14} {'plain s/ep':>10} {'bare PL':>8} {'template':>9} {'ratio':>6} {'bare/plain':>10}  "
           f"{'loss plain':>11} {'template':>11} {'gap':>6}  {'per-sample loader':>17} {'fast-path gain':>14}"
           f"  {'hook-name shortcut gain':>23}")
@@ -269,10 +288,28 @@ def main() -> None:
         print(f"{name:<14} {plain:>10.3f} {bare:>8.3f} {ours:>9.3f} {ours / plain:>6.3f} {bare / plain:>10.3f}  "
               f"{plain_loss:>11.6f} {our_loss:>11.6f} {gap:>6.2%}  {extra}  "
               f"{f'{no_shortcut / ours:.2f}x' if no_shortcut else '-':>23}")
-    print(f"(CPU, {torch.get_num_threads()} threads; ratio = template / plain loop, goal <= 1.03; bare PL = the plain "
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"({where}; ratio = template / plain loop, goal <= 1.03; bare PL = the plain "
           "loop's module in a Trainer with every extra off, the floor Lightning's loop sets; fast-path gain = template "
           "epoch with per-sample DataLoader / with fast tensor batches, goal >= 1.3; hook-name shortcut gain = template "
           "epoch without / with project.engine.internals.PlainHookNameWrites)")
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--images", type=int, default=640, help="ResNet cases: generated PNGs")
+    parser.add_argument("--image-size", type=int, default=64, help="ResNet cases: pixels per side")
+    parser.add_argument("--workers", type=int, default=0, help="ResNet cases: loader workers in both loops")
+    parser.add_argument("--no-shortcut-column", action="store_true", help="skip the run without PlainHookNameWrites")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    options = arguments()
+    report(compare(options), options.device)
 
 
 if __name__ == "__main__":
