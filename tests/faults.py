@@ -6,6 +6,8 @@ conftest), and arm it with ``PROJECT_FAULT=<point>:<n>[:<rank>[:<signal>[:parent
 
 - ``after_step`` (after optimizer step n) or ``after_epoch`` (after epoch n, its checkpoint
   written): send ``signal`` (default SIGKILL) to this process, or to its parent (torchrun);
+- ``inside_window`` (on the second batch of the accumulation window after optimizer step n):
+  send ``signal`` as above, with gradients accumulated that no step has taken yet;
 - ``inf_gradient``: after the backward pass of step n, fill this rank's gradients with inf;
 
 on global rank ``rank`` (default 0), and only on a first attempt (torchrun sets
@@ -31,6 +33,7 @@ class InjectedFault(Callback):
         self.rank = int(rest[0]) if rest else 0
         self.signal = signal.Signals[rest[1]] if len(rest) > 1 else signal.SIGKILL
         self.target = os.getppid if rest[2:] == ["parent"] else os.getpid
+        self._batches_since_step, self._step = 0, -1
 
     def _fires(self, trainer: Trainer, point: str, count: int) -> bool:
         if self.armed and point == self.point and count == self.count and trainer.global_rank == self.rank:
@@ -42,7 +45,11 @@ class InjectedFault(Callback):
     # the fault strikes at the start of the next batch or epoch: what was saved is on disk.
 
     def on_train_batch_start(self, trainer: Trainer, *args: Any) -> None:
+        self._batches_since_step = self._batches_since_step + 1 if trainer.global_step == self._step else 0
+        self._step = trainer.global_step
         if self._fires(trainer, "after_step", trainer.global_step):
+            os.kill(self.target(), self.signal)
+        if self._batches_since_step == 1 and self._fires(trainer, "inside_window", trainer.global_step):
             os.kill(self.target(), self.signal)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -310,7 +310,14 @@ class ResumableLoader(DataLoader):
         self._resume_at = None
         self.sampler.skip = skip * self.batch_size  # type: ignore[operator]
         self._epoch, self._batches_done = epoch, skip
-        for batch in super().__iter__():
+        random_state = torch.get_rng_state()
+        batches = super().__iter__()
+        if skip:
+            # A new iterator draws a seed from torch's generator (torch 2.x). An uninterrupted run drew
+            # it at the epoch's start, before the checkpoint saved the random state it resumes with:
+            # drawn again here, every random augmentation after it would differ.
+            torch.set_rng_state(random_state)
+        for batch in batches:
             self._batches_done += 1  # before the batch is trained on: a checkpoint after it counts it
             yield batch
 

@@ -14,6 +14,8 @@ from project.engine.module import NetFactory
 from project.lightning_modules.classification import ClassificationModule
 from project.nets import BackboneAndHead
 
+BACKBONE_TRAINABLE = "backbone_trainable"  # checkpoint key: whether the backbone was training when it was saved
+
 
 class FineTuningModule(ClassificationModule):
     """Classification with a net that has a pretrained ``backbone`` and a new ``head``
@@ -60,6 +62,7 @@ class FineTuningModule(ClassificationModule):
         self.backbone_lr_scale = backbone_lr_scale
         self.cache_features = cache_features
         self._feature_batches = False
+        self._checkpoint_backbone_trainable = False
         self._live_datasets: tuple[Dataset | None, Dataset | None] = (None, None)
         super().__init__(net, **kwargs)  # builds the net now if the class count is given
 
@@ -96,6 +99,27 @@ class FineTuningModule(ClassificationModule):
         if isinstance(net, dict) and isinstance(net.get("init_args"), dict):
             pretrained = {key: None for key in ("weights", "weights_path") if key in net["init_args"]}
             checkpoint["hyper_parameters"]["net"] = {**net, "init_args": {**net["init_args"], **pretrained}}
+        checkpoint[BACKBONE_TRAINABLE] = self.backbone_trainable
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._checkpoint_backbone_trainable = bool(checkpoint.get(BACKBONE_TRAINABLE, False))
+        if self._feature_batches:
+            # A resumed fit: the features cached in setup came from the backbone as built, and
+            # Lightning loads the checkpoint's only after setup. Cached again from the checkpoint's.
+            backbone = {k.removeprefix("net.backbone."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.backbone.")}
+            self.net.backbone.load_state_dict(backbone)
+            self._use_live_datasets()
+            self._cache_training_features()
+
+    def on_train_start(self) -> None:
+        # A run resumed mid-epoch does not call on_train_epoch_start for that epoch (Lightning 2.6), so
+        # the freezing state comes from the checkpoint here; the lr groups come with the optimizer's
+        # state. Here and not on load: DDP has wrapped the net by now and, as in a run that was not
+        # interrupted, the backbone's gradients are averaged by on_before_optimizer_step.
+        if self._checkpoint_backbone_trainable and not self.backbone_trainable:
+            self._set_backbone_trainable(True)
+            rank_zero_info(f"epoch {self.current_epoch}: backbone trainable, as the checkpoint left it")
 
     # -- optimisation -------------------------------------------------------------------------
 
@@ -157,8 +181,11 @@ class FineTuningModule(ClassificationModule):
 
     def on_fit_end(self) -> None:
         if self._feature_batches:
-            self.trainer.datamodule.train_set, self.trainer.datamodule.val_set = self._live_datasets
-            self._feature_batches = False
+            self._use_live_datasets()
+
+    def _use_live_datasets(self) -> None:
+        self.trainer.datamodule.train_set, self.trainer.datamodule.val_set = self._live_datasets
+        self._feature_batches = False
 
     @torch.no_grad()
     def _features(self, dataset: Dataset, batch_size: int) -> TensorDataset:
