@@ -30,6 +30,18 @@ def kill_at(spec: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "PROJECT_FAULT": spec, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
+def tripwire(*args, **kwargs):
+    """A callable no config may reach: calling it leaves a file (tests of what a config can run)."""
+    Path(os.environ["TRIPWIRE_FILE"]).write_text("called")
+
+
+class Tripwire:
+    """A class of no base type the project takes: making one leaves a file."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        Path(os.environ["TRIPWIRE_FILE"]).write_text("instantiated")
+
+
 class FixedWidthNet(nn.Module):
     """A net that ignores the output count it is given: always ``width`` outputs."""
 

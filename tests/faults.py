@@ -9,6 +9,7 @@ conftest), and arm it with ``PROJECT_FAULT=<point>:<n>[:<rank>[:<signal>[:parent
 - ``inside_window`` (on the second batch of the accumulation window after optimizer step n):
   send ``signal`` as above, with gradients accumulated that no step has taken yet;
 - ``inf_gradient``: after the backward pass of step n, fill this rank's gradients with inf;
+- ``predict_batch``: before predict batch n, send ``signal`` as above;
 
 on global rank ``rank`` (default 0), and only on a first attempt (torchrun sets
 ``TORCHELASTIC_RESTART_COUNT`` on restarts).
@@ -54,6 +55,11 @@ class InjectedFault(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._fires(trainer, "after_epoch", trainer.current_epoch - 1):
+            os.kill(self.target(), self.signal)
+
+    def on_predict_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
+                               dataloader_idx: int = 0) -> None:
+        if self._fires(trainer, "predict_batch", batch_idx):
             os.kill(self.target(), self.signal)
 
     def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -145,7 +145,7 @@ def labels_with_one_far_too_large() -> torch.Tensor:
 
 BAD_INPUTS = {
     "missing data folder": (lambda t: ["--data.data_dir=nowhere"], "image folder not found: nowhere"),
-    "empty data folder": (lambda t: [f"--data.data_dir={empty_folder(t)}"], "Couldn't find any class folder in empty"),
+    "empty data folder": (lambda t: [f"--data.data_dir={empty_folder(t)}"], "empty: no class folder in it"),
     "unreadable image": (lambda t: [f"--data.data_dir={corrupt_image(t)}"], "unreadable image file(s): images/dog/broken.png"),
     "class count mismatch": (
         lambda t: ["--model.num_classes=3"], "the data has 2 classes (cat, dog) but model.num_classes is 3"),
@@ -175,7 +175,7 @@ BAD_INPUTS = {
     "global batch that does not divide": (
         lambda t: ["--data.loader.global_batch_size=16", "--trainer.accumulate_grad_batches=3"],
         "global_batch_size=16 does not divide into 1 device(s) x 3 accumulation step(s)"),
-    "unknown class in config": (lambda t: ["--model.net=project.nets.NoSuchNet"], "NoSuchNet"),
+    "unknown class in config": (lambda t: ["--model.net=project.nets.NoSuchNet"], "--model.net: no class project.nets.NoSuchNet"),
     "wrong type in config": (lambda t: ["--trainer.max_epochs=many"], "max_epochs"),
     "checkpoint of another model": (
         lambda t: [f"--ckpt_path={net_checkpoint(t, TwoLayerNet(2, (64,), 8))}"], "the checkpoint was saved from a different model"),
@@ -195,7 +195,43 @@ BAD_INPUTS = {
     "output folder on a device": (lambda t: ["--trainer.default_root_dir=/dev/full"], "/dev/full is a file, not a folder"),
     "devices that disagree with torchrun": (
         lambda t: [*torchrun_environment(), "--trainer.devices=3"], "torchrun started 1 processes"),
+    "checkpoint monitor the model does not log": (
+        lambda t: ["--checkpoint.monitor=val/los"], "checkpoint.monitor is 'val/los', which this model does not log (did you mean 'val/loss'?)"),
+    "early stopping monitor the model does not log": (
+        lambda t: ["--early_stopping.monitor=val/los"], "early_stopping.monitor is 'val/los', which this model does not log"),
+    "a table with one class": (
+        lambda t: tensor_data(t, "two_layer_table", "one_class.pt", torch.randn(40, 4), torch.zeros(40)),
+        "the data has one class (0): a classifier needs at least two"),
+    "a negative seed": (lambda t: ["--seed_everything=-5"], "seed_everything must be in 0..4294967295 (2^32 - 1), got -5"),
+    "a seed beyond 2^32": (lambda t: ["--seed_everything=73786976294838206464"], "seed_everything must be in 0..4294967295"),
+    "negative loader workers": (lambda t: ["--data.loader.num_workers=-1"], "data.loader.num_workers must be >= 0"),
+    "image size 0": (lambda t: ["--data.transforms.image_size=0"], "transforms.image_size must be >= 1 (pixels), got 0"),
+    "label smoothing beyond 1": (lambda t: ["--model.label_smoothing=2"], "label_smoothing must be in [0, 1)"),
+    "an unknown profiler name": (lambda t: ["--trainer.profiler=os.system"], "`profiler` parameter of `Trainer`, it can only be one of"),
+    "a YAML alias bomb": (lambda t: ["--config", alias_bomb(t)], "its YAML aliases (*name) expand to over 100,000 values"),
+    "an empty CSV": (lambda t: csv_data(t, ""), "table.csv: holds no rows (the file is empty)"),
+    "a CSV with only a header": (lambda t: csv_data(t, "a,b,label\n"), "table.csv: holds no rows below its header"),
+    "a word in an input column": (
+        lambda t: csv_data(t, "a,b,label\n1,2,0\n3,x,1\n"), "table.csv: input columns must be numbers, but row 1 column 1 is 'x'"),
+    "a misspelt class path": (lambda t: ["--model.net=project.nets.LeNte"], "--model.net: no class project.nets.LeNte; did you mean project.nets.LeNet?"),
+    "a logger version that leaves the runs folder": (
+        lambda t: ["--trainer.logger.init_args.version=../../../x"], "trainer.logger.init_args.version is '../../../x'"),
+    "a per-device batch beside the recipe's global one": (
+        lambda t: ["--data.loader.batch_size=4"], """for a fixed per-device batch use --data.loader '{"global_batch_size": null, "batch_size": 4}'"""),
 }
+
+
+def alias_bomb(tmp_path: Path) -> str:
+    """Seven lines of YAML whose aliases expand to 9^7 (4.8 million) strings."""
+    lines = ["trainer:", "  callbacks:", "    - &a [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"    - &{name} [{', '.join([f'*{previous}'] * 9)}]" for previous, name in zip("abcde", "bcdef")]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    return "bomb.yaml"
+
+
+def csv_data(tmp_path: Path, text: str) -> list[str]:
+    (tmp_path / "table.csv").write_text(text)
+    return ["--config", str(REPO / "configs" / "two_layer_table.yaml"), "--data.path=table.csv"]
 
 
 def pickled_checkpoint(tmp_path: Path) -> str:
@@ -238,7 +274,7 @@ def test_bad_input_gives_one_named_error_exit_2_and_keeps_earlier_runs(case, tmp
     err = capsys.readouterr().err
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and message in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "Given value" not in err  # no jsonargparse dump under the line
     assert tree_fingerprint(tmp_path / "runs") == earlier_run  # kept whole
     folders = {str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*") if p.is_dir()}
     assert folders == {"lenet_imagefolder", "lenet_imagefolder/version_0", "lenet_imagefolder/version_0/checkpoints"}
@@ -465,3 +501,56 @@ def test_a_checkpoint_of_a_dataset_with_named_classes_loads_for_test(tmp_path, m
     last = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["class_names"] == ["setosa", "versicolor", "virginica"]
     main(["test", *recipe, f"--ckpt_path={last}"])
+
+
+def test_the_per_device_batch_the_error_suggests_parses_as_it_says():
+    from project.engine.cli import parse_fit_arguments
+
+    config = parse_fit_arguments(["--config", IMAGE_CONFIG, "--data.data_dir=images",
+                                  '--data.loader={"global_batch_size": null, "batch_size": 4}'])
+    loader = config["data"]["init_args"]["loader"]
+    assert (loader["global_batch_size"], loader["batch_size"]) == (None, 4)
+
+
+def test_a_gpu_asked_for_where_torch_sees_none_is_one_line_before_any_work(tmp_path, earlier_run, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", IMAGE_CONFIG, "--data.data_dir=images", "--trainer.accelerator=gpu", *QUIET])
+    assert exit_info.value.code == 2
+    assert "error: trainer.accelerator is 'gpu' but torch sees no CUDA GPU here" in capsys.readouterr().err
+
+
+def test_nan_in_new_rows_to_predict_is_refused_with_the_rows_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), *QUIET]
+    main(["fit", *config, "--trainer.max_epochs=1"])
+    last = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt"
+    rows = torch.rand(6, 64)
+    rows[[1, 4], 3] = float("nan")
+    torch.save(rows, tmp_path / "new.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", *config, f"--ckpt_path={last}", "--data.predict_path=new.pt"])
+    assert exit_info.value.code == 2
+    assert "error: new.pt: 2 row(s) hold NaN/inf (rows [1, 4]): a prediction for them would be NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "runs" / "two_layer_digits").iterdir()) == ["version_0"]
+
+
+EXTENSION_POINTS = ["model", "model.net", "model.optimizer", "model.loss", "model.lr_schedule", "data", "trainer.callbacks+",
+                    "trainer.logger", "trainer.plugins+", "trainer.profiler", "trainer.strategy"]
+
+
+@pytest.mark.parametrize("target", ["conftest.tripwire", "conftest.Tripwire", "os.system"])
+@pytest.mark.parametrize("point", EXTENSION_POINTS)
+def test_a_config_cannot_make_a_callable_outside_the_expected_base_type_run(point, target, tmp_path, monkeypatch, capsys):
+    """A shared config names classes by class_path: at every extension point, a function or a class
+    that is not of the type the option takes is refused, with one line, before anything is made."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRIPWIRE_FILE", str(tmp_path / "tripped"))
+    make_image_tree(tmp_path / "images", per_class=6)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", IMAGE_CONFIG, "--data.data_dir=images", f"--{point}={target}", *QUIET])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")], err
+    assert "Traceback" not in err and "Given value" not in err
+    assert not (tmp_path / "tripped").exists() and not (tmp_path / "runs").exists()

@@ -221,7 +221,7 @@ def test_missing_and_empty_folders_are_named(tmp_path):
     with pytest.raises(UserError, match="image folder not found: .*nowhere"):
         set_up(ImageFolderDataModule(str(tmp_path / "nowhere")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="empty.*Couldn't find any class folder"):
+    with pytest.raises(UserError, match="empty: no class folder in it"):
         set_up(ImageFolderDataModule(str(tmp_path / "empty")))
     (tmp_path / "no_images" / "cat").mkdir(parents=True)
     with pytest.raises(UserError, match="no_images.*Found no valid file"):
@@ -356,3 +356,33 @@ def test_a_truncated_jpeg_is_found_before_training_and_skipped_on_request(tmp_pa
     dm = set_up(ImageFolderDataModule(data_dir=str(root), skip_bad_images=True, loader=LoaderOptions(batch_size=4)))
     assert not any(p.endswith("cut.jpg") for split in dm.split_samples.values() for p, _ in split)
     assert sum(len(split) for split in dm.split_samples.values()) == 12
+
+
+def test_hidden_folders_are_no_class_and_no_input_and_files_of_other_types_are_named(tmp_path, recwarn):
+    from PIL import Image
+
+    root = make_image_tree(tmp_path / "images", per_class=6)
+    make_image_tree(root / ".ipynb_checkpoints", per_class=2)  # what Jupyter leaves beside the data
+    make_image_tree(root / "cat" / ".ipynb_checkpoints", per_class=2)
+    frames = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(3)]
+    frames[0].save(root / "dog" / "moving.gif", save_all=True, append_images=frames[1:])
+    (root / "cat" / ".DS_Store").write_bytes(b"\0")
+    dm = set_up(ImageFolderDataModule(data_dir=str(root), loader=LoaderOptions(batch_size=4)))
+    assert dm.class_names == ["cat", "dog"]
+    assert sum(len(split) for split in dm.split_samples.values()) == 12
+    skipped = [str(w.message) for w in recwarn if "not read as images" in str(w.message)]
+    assert len(skipped) == 1 and "left out 1 file(s) of a type not read as images (1 .gif), e.g. " in skipped[0], skipped
+    predict = set_up(ImageFolderDataModule(data_dir="unused", predict_dir=str(root / "cat")), "predict")
+    assert len(predict.predict_names) == 6
+
+
+def test_a_class_folder_linked_to_another_and_a_class_left_empty_by_skip_bad_images_are_refused(tmp_path):
+    root = make_image_tree(tmp_path / "images", per_class=6)
+    (root / "kitten").symlink_to(root / "cat", target_is_directory=True)
+    with pytest.raises(UserError, match="class folders cat and kitten are the same folder"):
+        set_up(ImageFolderDataModule(data_dir=str(root)))
+    (root / "kitten").unlink()
+    (root / "bird").mkdir()
+    (root / "bird" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(UserError, match="class bird has no readable images left once data.skip_bad_images"):
+        set_up(ImageFolderDataModule(data_dir=str(root), skip_bad_images=True))

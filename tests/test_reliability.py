@@ -24,6 +24,18 @@ def last_checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
 
 
+def assert_holds_the_whole_run(first: Path, resumed: Path, step: int) -> list[dict[str, str]]:
+    """The resumed run's metrics.csv starts with the first run's rows before ``step`` (the
+    checkpoint's), as that run logged them; its own rows follow. Returns the resumed run's rows."""
+    def filled(row: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in row.items() if v}
+
+    before, after = read_csv(first / "metrics.csv"), read_csv(resumed / "metrics.csv")
+    earlier = [filled(r) for r in before if int(r["step"]) < step]
+    assert earlier and [filled(r) for r in after if int(r["step"]) < step] == earlier
+    return after
+
+
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
@@ -66,8 +78,8 @@ def test_a_mid_epoch_crash_resumes_at_the_step_and_ends_with_the_weights_of_an_u
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming from {newest.relative_to(tmp_path)}" in resumed.stdout + resumed.stderr
     assert "not resumable" not in resumed.stderr
-    steps = [int(r["step"]) for r in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "metrics.csv")]
-    assert min(steps) >= 50
+    runs = tmp_path / "runs" / "two_layer_digits"
+    assert_holds_the_whole_run(runs / "version_0", runs / "version_1", 50)  # the rows of steps 50-52 are not the run's
 
     reference = last_checkpoint(tmp_path / "whole" / "runs" / "two_layer_digits" / "version_0")
     final = last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_1")
@@ -91,18 +103,23 @@ def assert_ends_like(run: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_exits_143_and_resume_auto_finishes_like_an_uninterrupted_run(uninterrupted, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_or_ctrl_c_saves_a_checkpoint_exits_128_plus_it_and_resume_auto_finishes_like_an_uninterrupted_run(
+        stop, uninterrupted, tmp_path):
     recipe = [*TWO_LAYER, "--trainer.max_epochs=3"]
-    stopped = train_py("fit", *recipe, *KILLABLE, cwd=tmp_path, env=kill_at("after_step:52:0:SIGTERM"))
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    stopped = train_py("fit", *recipe, *KILLABLE, cwd=tmp_path, env=kill_at(f"after_step:52:0:{stop.name}"))
+    assert stopped.returncode == 128 + stop, stopped.stderr[-3000:]
     checkpoint = Path("runs", "two_layer_digits", "version_0", "checkpoints", "interrupted.ckpt")
-    assert f"stopped by SIGTERM after step 53: saved {checkpoint}; the same command with --resume auto" in stopped.stderr
+    assert f"stopped by {stop.name} after step 53: saved {checkpoint}; the same command with --resume auto" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert torch.load(tmp_path / checkpoint, weights_only=True)["global_step"] == 53  # the step under way finished
     resumed = train_py("fit", *recipe, "--resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming from {checkpoint}" in resumed.stdout + resumed.stderr
-    assert min(int(r["step"]) for r in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "metrics.csv")) >= 53
+    # One folder with the whole run, and the epoch the resume began inside has its training metrics.
+    runs = tmp_path / "runs" / "two_layer_digits"
+    after = assert_holds_the_whole_run(runs / "version_0", runs / "version_1", 53)
+    assert [r["train/acc"] for r in after if r["epoch"] == "1" and r["train/acc"]]
     assert_ends_like(tmp_path / "runs" / "two_layer_digits" / "version_1", uninterrupted)
 
 
@@ -129,8 +146,8 @@ def test_slurm_requeue_continues_at_the_step_it_stopped_and_a_new_job_starts_afr
     requeued = train_py("fit", *recipe, cwd=tmp_path, env={**os.environ, **slurm_job(tmp_path, "4242")})
     assert requeued.returncode == 0, requeued.stderr
     assert "Resuming from runs/two_layer_digits/version_0/checkpoints/interrupted.ckpt" in requeued.stdout + requeued.stderr
-    logged = [int(r["step"]) for r in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "metrics.csv")]
-    assert min(logged) >= 53  # not one step done twice, none lost: the weights end as an uninterrupted run's
+    runs = tmp_path / "runs" / "two_layer_digits"
+    assert_holds_the_whole_run(runs / "version_0", runs / "version_1", 53)  # not one step done twice, none lost
     assert_ends_like(tmp_path / "runs" / "two_layer_digits" / "version_1", uninterrupted)
 
     # Lightning's own requeue file, as its handler would have left it: Lightning restores it by itself under SLURM.
@@ -258,3 +275,67 @@ def test_a_nan_loss_stops_with_the_step_named_or_is_skipped_by_option(tmp_path):
     assert all(torch.isfinite(t).all() for t in final["state_dict"].values())
     skips = [l for l in (skipped.stdout + skipped.stderr).splitlines() if l.startswith("skipped the update at step")]
     assert 1 <= len(skips) <= 6  # 3 NaN rows, in at most 3 batches an epoch
+
+
+def test_a_checkpoint_on_a_full_disk_is_one_line_and_a_written_one_is_as_readable_as_other_files(tmp_path, monkeypatch):
+    """torch.save meets a full disk as a RuntimeError whose context is the OSError; the previous
+    checkpoint stays whole, no temporary file is left, and checkpoints get the umask's mode."""
+    import errno
+    import os
+
+    from project.engine import checkpoint_io
+    from project.engine.checkpoint_io import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    old_umask = os.umask(0o022)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, path)
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone: 0600
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file, self.written = file, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(checkpoint_io.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(UserError, match=r"^cannot write the checkpoint .*last.ckpt: No space left on device$"):
+        AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(10_000)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_a_signal_during_predict_stops_it_with_128_plus_the_signal_and_no_predictions(tmp_path, monkeypatch):
+    """Lightning logs a SIGTERM during predict and carries on to exit 0: a scheduler's stop was not
+    obeyed. Now it stops after the batch, writes no partial predictions.csv and leaves no run folder."""
+    from project.engine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    main(["fit", *TWO_LAYER, "--trainer.max_epochs=1"])
+    last = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt"
+    monkeypatch.setenv("PROJECT_FAULT", "predict_batch:2:0:SIGTERM")
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", *TWO_LAYER, f"--ckpt_path={last}", "--data.loader.global_batch_size=50",
+              *KILLABLE])
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in (tmp_path / "runs" / "two_layer_digits").iterdir()) == ["version_0"]
+    assert signal.getsignal(signal.SIGINT) is sigint_handler  # put back after the run

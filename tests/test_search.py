@@ -63,6 +63,7 @@ def test_an_option_also_in_the_space_is_named():
     ("lr: {low: 0, high: 1, log: true}", "low > 0 (log scale)"),
     ("lr: {low: a, high: 1}", "low must be a number, got 'a'"),
     ("lr: {choices: []}", "choices must be a non-empty list"),
+    ("lr: {low: 1, high: 5, step: 0}", "step must be > 0 and at most high - low (4), got 0"),
     ("[1, 2]", "expected lines of"),
     ("lr: {low: [1, high: 2}", "is not valid YAML"),
 ])

@@ -153,3 +153,27 @@ def test_sizes_and_standardisation_come_back_from_the_checkpoint(tmp_path):
     new = TensorDataModule(dataset=None, path="unused.csv", predict_path=str(tmp_path / "new.csv"), standardize=True)
     trainer.predict(restored, datamodule=new, ckpt_path=path)
     assert torch.equal(new.mean, data.mean) and torch.equal(new.std, data.std)
+
+
+def test_a_column_constant_in_training_is_left_unscaled_so_new_rows_where_it_differs_are_still_read(tmp_path, monkeypatch):
+    """Divided by its ~0 training std, a column that is constant in the training file (a flag that is
+    always 0) would turn a 1 in new rows into ~1e8 and decide every prediction alone."""
+    from sklearn.datasets import load_digits
+
+    from project.engine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    digits = load_digits()
+    flag = np.zeros((len(digits.target), 1))
+    np.savetxt("digits.csv", np.c_[digits.data, flag, digits.target], delimiter=",")
+    np.savetxt("new.csv", np.c_[digits.data[:200], flag[:200] + 1], delimiter=",")
+    config = ["--config", str(REPO / "configs" / "two_layer_table.yaml"), "--data.path=digits.csv", "--trainer.max_epochs=3",
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    with pytest.warns(UserWarning, match=r"4 input column\(s\) constant in the training split, left unscaled \(centred only\): 0, 32, 39, 64$"):
+        main(["fit", *config])
+    run = tmp_path / "runs" / "two_layer_table"
+    assert float([r for r in read_csv(run / "version_0" / "metrics.csv") if r["val/loss"]][-1]["val/loss"]) < 1.0
+    main(["predict", *config, f"--ckpt_path={run / 'version_0' / 'checkpoints' / 'last.ckpt'}", "--data.predict_path=new.csv"])
+    rows = read_csv(run / "version_1" / "predictions.csv")
+    right = np.mean([int(r["predicted_class"]) == t for r, t in zip(rows, digits.target[:200])])
+    assert right > 0.85 and len({r["predicted_class"] for r in rows}) == 10, right

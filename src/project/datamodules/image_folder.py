@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from project.datamodules.splits import stratified_split
 from project.datamodules.transforms import ImageTransforms
@@ -82,15 +82,52 @@ def counted_once(samples: list[tuple[str, int]], root: Path) -> list[tuple[str, 
     return unique
 
 
+def is_hidden(path: Path, root: Path) -> bool:
+    """Below ``root``, in or under a folder or file whose name starts with a dot (``.ipynb_checkpoints``,
+    ``.DS_Store``, ``.git``): what editors and tools leave beside the data, never data."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class names under ``root``: its folders, sorted, without hidden ones. A folder that is a
+    link to another class folder would hold the same images under a second label: refused."""
+    names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    first_name: dict[str, str] = {}
+    for name in names:
+        real = os.path.realpath(root / name)
+        if real in first_name:
+            raise UserError(f"{root}: class folders {first_name[real]} and {name} are the same folder (a symbolic link): "
+                            "each image would have two classes; remove one of them")
+        first_name[real] = name
+    return names
+
+
+def warn_of_skipped_files(root: Path) -> None:
+    """Name the files under ``root`` that are not read for their type, counted by suffix: torchvision's
+    ImageFolder passes over them without a word (a GIF, animated or not, is one of them)."""
+    skipped = [p for p in root.rglob("*") if p.suffix.lower() not in IMG_EXTENSIONS and not is_hidden(p, root) and p.is_file()]
+    if skipped:
+        by_suffix: dict[str, int] = {}
+        for path in skipped:
+            by_suffix[path.suffix.lower() or "(none)"] = by_suffix.get(path.suffix.lower() or "(none)", 0) + 1
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(by_suffix.items()))
+        rank_zero_warn(f"{root}: left out {len(skipped)} file(s) of a type not read as images ({kinds}), e.g. {skipped[0]}; "
+                       f"convert them to one of {' '.join(IMG_EXTENSIONS)} to use them")
+
+
 def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     """Samples and class names of a class-per-folder tree, with clear errors for empty or missing trees."""
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
+    class_names = class_folders(root)
+    if not class_names:
+        raise UserError(f"{root}: no class folder in it (expected {root}/<class name>/<image files>)")
     try:
-        class_names, class_to_idx = find_classes(str(root))
-        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+        samples = make_dataset(str(root), {name: i for i, name in enumerate(class_names)}, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as error:
         raise UserError(f"{root}: {error} (expected {root}/<class name>/<image files>)") from error
+    warn_of_skipped_files(root)
+    samples = [(path, target) for path, target in samples if not is_hidden(Path(path), root)]
     return counted_once(samples, root), class_names
 
 
@@ -98,7 +135,7 @@ def scan_image_files(root: Path) -> list[str]:
     """All image files below ``root``, sorted, for ``predict``."""
     if not root.is_dir():
         raise UserError(f"predict folder not found: {root}")
-    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file() and not is_hidden(p, root))
     if not files:
         raise UserError(f"no image files ({', '.join(IMG_EXTENSIONS)}) found under {root}")
     return files
@@ -172,9 +209,9 @@ class ImageFolderDataModule(ProjectDataModule):
                 [t for _, t in every], self.val_fraction, self.test_fraction, self.split_seed
             )
             samples = {name: [every[i] for i in idx] for name, idx in zip(SPLIT_FOLDERS, (train_idx, val_idx, test_idx))}
+        self.class_names = class_names
         if self.check_images:
             samples = self._without_bad_images(samples)
-        self.class_names = class_names
         return samples
 
     def _without_bad_images(self, samples: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
@@ -185,7 +222,14 @@ class ImageFolderDataModule(ProjectDataModule):
         if not self.skip_bad_images:
             raise UserError(f"unreadable image file(s): {listed} (remove them or set data.skip_bad_images: true)")
         rank_zero_warn(f"skipping {len(bad)} unreadable image file(s): {listed}")
-        return {name: [s for s in split if s[0] not in bad] for name, split in samples.items()}
+        kept = {name: [s for s in split if s[0] not in bad] for name, split in samples.items()}
+        left = {target for split in kept.values() for _, target in split}
+        emptied = [name for i, name in enumerate(self.class_names) if i not in left]  # type: ignore[arg-type]
+        if emptied:
+            raise UserError(f"class {', '.join(emptied)} has no readable images left once data.skip_bad_images "
+                            "leaves out the unreadable ones: the net would keep an output it never learns; "
+                            "fix or add images, or remove the folder")
+        return kept
 
     def setup(self, stage: str) -> None:
         eval_transform = self.transforms.build(train=False)

@@ -1,11 +1,12 @@
 """Data that fits in memory as tensors: files (.pt, .npz, .npy, .csv) or scikit-learn's digits and iris."""
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
@@ -46,27 +47,69 @@ def _is_header(line: str) -> bool:
 
 
 def _read_table(path: Path) -> np.ndarray:
+    """A 2-D table of numbers; of text when a column holds words (class names, read as labels)."""
     if path.suffix == ".npy":
         table = np.load(path, allow_pickle=False)
     else:
         with path.open() as f:
             first = f.readline()
-        table = np.loadtxt(path, delimiter=",", skiprows=int(_is_header(first)), ndmin=2, dtype=np.float64)
+        header = bool(first.strip()) and _is_header(first)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's "input contained no data": said below, in one line
+            table = np.char.strip(np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=str))
+        if table.size == 0:
+            raise UserError(f"{path}: holds no rows{' below its header' if header else ' (the file is empty)'}")
+        try:
+            table = table.astype(np.float64)
+        except ValueError:
+            pass  # words in some column: the caller takes them as labels or refuses them
     if table.ndim != 2:
         raise UserError(f"{path}: expected a 2-D table (rows of inputs then targets), got shape {table.shape}")
     return table
 
 
+def is_text(array: np.ndarray) -> bool:
+    return array.dtype.kind in "USO"
+
+
+def numbers(array: np.ndarray, file: Path, what: str) -> np.ndarray:
+    """``array`` as float64, or one line naming the first value that is not a number."""
+    if not is_text(array):
+        return array
+    try:
+        return array.astype(np.float64)
+    except ValueError:
+        row, column = next(zip(*np.nonzero(~np.vectorize(_is_number)(array)), strict=False))
+        raise UserError(f"{file}: {what} must be numbers, but row {row} column {column} is {str(array[row, column])!r}") from None
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def class_indices(labels: np.ndarray) -> tuple[torch.Tensor, list[str]]:
+    """Text class labels (``cat``, ``dog``) as indices 0..K-1 of their sorted names, and the names."""
+    names = sorted({str(label) for label in labels.reshape(-1)})
+    index = {name: i for i, name in enumerate(names)}
+    return torch.tensor([index[str(label)] for label in labels.reshape(-1)]), names
+
+
 def load_tensor_file(
     path: str, input_key: str = "x", target_key: str | None = "y", num_target_columns: int = 1
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Read ``(inputs, targets)`` from a file.
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """Read ``(inputs, targets, class names)`` from a file.
 
     ``.pt``: a dict with ``input_key``/``target_key`` or an ``(inputs, targets)`` pair, loaded with
     ``weights_only=True``. ``.npz``: arrays ``input_key`` and ``target_key``. ``.npy`` and ``.csv``:
     a 2-D table whose last ``num_target_columns`` columns are the targets (a CSV header row is skipped).
     Inputs alone (for ``predict``): ``target_key=None`` and ``num_target_columns=0``; then a ``.pt``
     file may also hold a bare tensor, and a table's every column is an input.
+    Targets that are words (a CSV label column ``cat``, ``dog``; a string array) are class labels:
+    they come back as indices of their sorted names, with the names; otherwise the names are None.
     """
     file = Path(path)
     if not file.is_file():
@@ -106,15 +149,38 @@ def load_tensor_file(
         raise
     except Exception as error:  # a damaged or foreign file: say which file and why
         raise UserError(f"cannot read data file {file}: {error}") from error
-    inputs = torch.as_tensor(np.asarray(inputs))
+    inputs = torch.as_tensor(numbers(np.asarray(inputs), file, "input columns"))
     if inputs.ndim == 0 or len(inputs) == 0:
         raise UserError(f"{file}: holds no samples (inputs of shape {tuple(inputs.shape)})")
     if targets is None:
-        return inputs, None
-    targets = torch.as_tensor(np.asarray(targets))
+        return inputs, None, None
+    names = None
+    if is_text(targets := np.asarray(targets)):
+        if targets.ndim > 1 and targets.shape[1] > 1:
+            raise UserError(f"{file}: text labels (e.g. {targets.flat[0]!r}) work for one target column, not {targets.shape[1]}")
+        targets, names = class_indices(targets)
+    targets = torch.as_tensor(targets)
     if len(inputs) != len(targets):
         raise UserError(f"{file}: inputs and targets differ in length ({len(inputs)} inputs, {len(targets)} targets)")
-    return inputs, targets
+    return inputs, targets, names
+
+
+def standardization(train_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std that ``data.standardize`` applies: per channel for images (N x C x H x W),
+    else per input element. A feature (near-)constant in the training split keeps a std of 1, so it
+    is centred but not scaled: divided by its ~0 std, any other value it takes in validation, test
+    or predict inputs would become ~1e8 and decide the prediction alone. Such features are named."""
+    feature_dims = (0, 2, 3) if train_inputs.ndim == 4 else (0,)
+    mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
+    std = train_inputs.std(dim=feature_dims, keepdim=True)[0]
+    constant = ~(std > 1e-6 * (1 + mean.abs()))  # also catches the NaN std of a one-sample split
+    if constant.any():
+        kind = "channel" if train_inputs.ndim == 4 else "column" if train_inputs.ndim == 2 else "element"
+        per_feature = constant.flatten() if train_inputs.ndim == 4 else constant  # images: C x 1 x 1
+        where = [str(i[0]) if len(i) == 1 else str(tuple(i)) for i in per_feature.nonzero().tolist()]
+        rank_zero_warn(f"data.standardize: {len(where)} input {kind}(s) constant in the training split, left unscaled "
+                       f"(centred only): {', '.join(where[:20])}{', ...' if len(where) > 20 else ''}")
+    return mean, torch.where(constant, torch.ones_like(std), std)
 
 
 class TensorDataModule(ProjectDataModule):
@@ -196,8 +262,9 @@ class TensorDataModule(ProjectDataModule):
         if self.dataset is not None:
             inputs, targets, names = load_builtin(self.dataset)
         else:
-            inputs, targets = load_tensor_file(self.path, self.input_key, self.target_key, self.num_target_columns)
-            names = None
+            inputs, targets, names = load_tensor_file(self.path, self.input_key, self.target_key, self.num_target_columns)
+            if names is not None and self.task == "regression":
+                raise UserError(f"{self.path}: regression targets must be numbers, found text labels such as {names[0]!r}")
         inputs = self.shaped(inputs)
         if self.task == "classification":
             if targets.is_floating_point() and not torch.equal(targets, targets.round()):
@@ -236,7 +303,11 @@ class TensorDataModule(ProjectDataModule):
         if stage == "predict" and self.predict_path is not None:
             # New inputs only: the training file is not read; standardisation statistics come from
             # the checkpoint (load_state_dict).
-            inputs, _ = load_tensor_file(self.predict_path, self.input_key, None, 0)
+            inputs, _, _ = load_tensor_file(self.predict_path, self.input_key, None, 0)
+            if not (finite := inputs.reshape(len(inputs), -1).isfinite().all(1)).all():
+                rows = (~finite).nonzero().flatten().tolist()
+                raise UserError(f"{self.predict_path}: {len(rows)} row(s) hold NaN/inf (rows {rows[:5]}{', ...' if len(rows) > 5 else ''}): "
+                                "a prediction for them would be NaN; fill or remove them")
             self.predict_set = TensorDataset(self.shaped(inputs))
             self.predict_names = [f"row {i}" for i in range(len(self.predict_set))]
             return
@@ -255,10 +326,7 @@ class TensorDataModule(ProjectDataModule):
         self.predict_set = self.test_set
         self.predict_names = [f"row {i}" for i in self.test_set.indices]
         if self.standardize:
-            train_inputs = self.train_set.tensors[0]  # stacked once, reused by the fast batches
-            feature_dims = (0, 2, 3) if inputs.ndim == 4 else 0  # per channel for images, else per input element
-            self.mean = train_inputs.mean(dim=feature_dims, keepdim=True)[0]
-            self.std = train_inputs.std(dim=feature_dims, keepdim=True)[0].clamp(min=1e-8)
+            self.mean, self.std = standardization(self.train_set.tensors[0])  # stacked once, reused by the fast batches
 
     def finite_only(self, split: TensorSplit, name: str) -> TensorSplit:
         """``split``, checked for samples whose inputs or targets hold NaN/inf: they would turn the

@@ -59,6 +59,14 @@ class ImageTransforms:
     """Per-channel standard deviation for Normalize. ImageNet: [0.229, 0.224, 0.225]."""
 
     def __post_init__(self) -> None:
+        if self.image_size < 1:
+            raise UserError(f"transforms.image_size must be >= 1 (pixels), got {self.image_size}")
+        for name in ("random_crop_padding", "rotation_degrees", "color_jitter"):
+            if getattr(self, name) < 0:
+                raise UserError(f"transforms.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("horizontal_flip", "vertical_flip"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"transforms.{name} is a probability, between 0 and 1; got {getattr(self, name)}")
         if self.channels not in (1, 3):
             raise UserError(f"transforms.channels must be 1 or 3, got {self.channels}")
         if (self.mean is None) != (self.std is None):

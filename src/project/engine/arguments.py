@@ -22,7 +22,17 @@ from jsonargparse import ArgumentParser
 
 from project.engine.checkpoint_io import is_plain_data
 from project.engine.errors import UserError
-from project.engine.internals import class_paths_in, model_config_of, parser_keys_in, unknown_option
+from project.engine.internals import (
+    class_paths_in,
+    expected_base,
+    expected_types,
+    given_value,
+    model_config_of,
+    parser_keys_in,
+    unknown_class,
+    unknown_option,
+    wrong_class,
+)
 from project.engine.paths import RUNS
 from project.engine.resume import Checkpoint
 
@@ -170,6 +180,54 @@ def brief(value: Any) -> str:
 # -- an option jsonargparse does not know -----------------------------------------------------------
 
 
+CLASS_HOMES = ("project.nets", "project.lightning_modules", "project.datamodules", "torch.optim", "torch.nn",
+               "lightning.pytorch.callbacks", "lightning.pytorch.loggers")  # where a misspelt short class name is looked for
+
+
+def unknown_class_line(message: str) -> str | None:
+    """The one-line answer to jsonargparse's many-line refusal of a class path that does not import:
+    the option, the path, and the nearest class that exists."""
+    option = ".".join(parser_keys_in(message))
+    if wrong := wrong_class(message):
+        return f"error: --{option}: {wrong[0]} is not a subclass of {wrong[1]}, which this option takes"
+    given = unknown_class(message)
+    if given is None:
+        return None
+    if class_parameters(given) is not None or callable(imported(given)):  # it exists: of the wrong kind
+        base = expected_base(message)
+        return f"error: --{option}: {given} is not " + (f"a subclass of {base}, which this option takes" if base else "what this option takes")
+    module_name, _, name = given.rpartition(".")
+    homes = [module_name] if module_name else list(CLASS_HOMES)
+    candidates: dict[str, str] = {}
+    for home in homes:
+        try:
+            module = importlib.import_module(home)
+        except ImportError as error:  # no such module, or one that fails to import: its own error says which
+            return f"error: --{option}: cannot import {given}: {error}"
+        candidates.update({n: f"{home}.{n}" for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")})
+    match = difflib.get_close_matches(name, list(candidates), n=1)
+    return f"error: --{option}: no class {given}" + (f"; did you mean {candidates[match[0]]}?" if match else "")
+
+
+def imported(path: str) -> Any:
+    """What the dotted ``path`` names, or None."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def wrong_value_line(message: str) -> str | None:
+    """The one-line answer to jsonargparse's refusal of a value of the wrong type
+    (``--trainer.max_epochs many``): the option, the value and the types it takes."""
+    value, types = given_value(message), expected_types(message)
+    if value is None or not types:
+        return None
+    names = [{"NoneType": "null", "str": "text"}.get(name, name) for name in types]
+    return f"error: --{'.'.join(parser_keys_in(message))}: {value!r} is not a valid value (it takes {' or '.join(names)})"
+
+
 def unknown_option_line(message: str, parser: ArgumentParser) -> str | None:
     """The one-line answer to jsonargparse's ``message`` about an unknown option: the nearest valid
     option, or for a net's size that sizes come from the data; None when the message is about
@@ -187,9 +245,12 @@ def unknown_option_line(message: str, parser: ArgumentParser) -> str | None:
         if prefix.startswith("model.net.") and (head in NET_SIZE_OPTIONS or head in [p.name for p in parameters[:2]]):
             return (f"error: --{prefix}{typo}: a net's number of outputs and input shape come from the data "
                     "(and from a checkpoint): leave the option out")
-        candidates = [p.name for p in parameters if p.name != head]
+        candidates = [p.name for p in parameters[2 if prefix.startswith("model.net.") else 0:] if p.name not in (head, "params")]
         match = difflib.get_close_matches(head, candidates, n=1)
         given, meant = prefix + typo, f"{prefix}{match[0]}{'.' + rest if rest else ''}" if match else None
+        if meant is None:  # nothing near: what the class does take
+            return (f"error: unknown option --{given}: {classes[-1]} takes "
+                    + (", ".join(candidates) if candidates else "no options"))
     else:
         known = [key for key in parser.get_defaults().keys() if not key.startswith(("config", "__")) and key != typo]
         match = difflib.get_close_matches(typo, known, n=1)

@@ -68,9 +68,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(checkpoint, path)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
             # A read-only, full or missing output folder: the previous checkpoint is still whole.
-            raise UserError(f"cannot write the checkpoint {path}: {error.strerror or error}") from error
+            # On a full disk torch.save raises RuntimeError ("[enforce fail at inline_container.cc]")
+            # with the OSError as its context.
+            cause = error if isinstance(error, OSError) else error.__context__
+            if not isinstance(cause, OSError):
+                raise
+            raise UserError(f"cannot write the checkpoint {path}: {cause.strerror or cause}") from error
 
     def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -83,9 +88,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
 
+def current_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(content: Any, path: Path) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file readable by its owner only; a checkpoint is as readable as the
+        # run's other files (0644 under the usual umask), so colleagues on a shared disk can load it.
+        os.chmod(temporary, 0o666 & ~current_umask())
         with os.fdopen(descriptor, "wb") as file:
             torch.save(content, file)
             file.flush()

@@ -31,9 +31,11 @@ from project.engine.arguments import (
     command_line_overrides,
     config_files_end,
     run_context,
+    unknown_class_line,
     unknown_option_line,
     with_class_defaults,
     with_context,
+    wrong_value_line,
 )
 from project.engine.callbacks import LatestBestCheckpoint
 from project.engine.callbacks.run_record import scalar_metrics
@@ -44,6 +46,7 @@ from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams
 from project.engine.loggers import run_folder
 from project.engine.module import TrainingModule
 from project.engine.paths import BASE_CONFIG, train_command
+from project.engine.preflight import check_accelerator, check_config_sizes, check_seed, trainer_options_checked
 from project.engine.provenance import unused_name
 from project.engine.resume import checkpoint_root, find_checkpoint
 from project.engine.signals import Interrupted
@@ -81,8 +84,11 @@ class ProjectArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         ours = find_user_error(ex)
-        line = None if ours else moved_class_line(message) or unknown_option_line(message, self)
-        print(line or f"error: {ours or message.strip()}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
+        line = None if ours else (moved_class_line(message) or unknown_option_line(message, self) or unknown_class_line(message)
+                                 or wrong_value_line(message))
+        # A value of thousands of characters (a long list from a config) is cut to its start.
+        message = "\n".join(text[:400] + " ..." if len(text) > 400 else text for text in message.strip().splitlines())
+        print(line or f"error: {ours or message}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -153,6 +159,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         """Parse the command line; when the run takes options from its context (``engine.arguments``),
         parse it again with them as one more config right after the config files. The checkpoint a
         run names is read here, once (``Checkpoint``), and the parsed config is final."""
+        check_config_sizes(args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
@@ -167,12 +174,15 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
             for line in command_line_overrides(under, config, args, subcommand == "fit"):
                 rank_zero_info(line)
         check_output_folder(checkpoint_root(config["trainer"]))
+        check_seed(config.get("seed_everything"))
+        check_accelerator(config["trainer"].get("accelerator"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit":
             warn_if_restarts_share_the_store()
-        return super().instantiate_trainer(**torchrun_counts(config["trainer"]), **kwargs)
+        with trainer_options_checked():
+            return super().instantiate_trainer(**torchrun_counts(config["trainer"]), **kwargs)
 
     def after_fit(self) -> None:
         print_final_metrics(self.trainer)

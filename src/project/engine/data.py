@@ -69,10 +69,14 @@ class ProjectDataModule(LightningDataModule):
         super().__init__()
         self.loader = loader or LoaderOptions()
         if self.loader.batch_size is not None and self.loader.global_batch_size is not None:
-            raise UserError("set data.loader.global_batch_size or data.loader.batch_size, not both")
+            raise UserError(f"set data.loader.global_batch_size or data.loader.batch_size, not both (got "
+                            f"{self.loader.global_batch_size} and {self.loader.batch_size}): for a fixed per-device "
+                            f"batch use --data.loader '{{\"global_batch_size\": null, \"batch_size\": {self.loader.batch_size}}}'")
         for name, value in (("batch_size", self.loader.batch_size), ("global_batch_size", self.loader.global_batch_size)):
             if value is not None and value < 1:
                 raise UserError(f"data.loader.{name} must be >= 1, got {value}")
+        if self.loader.num_workers < 0:
+            raise UserError(f"data.loader.num_workers must be >= 0 (0 loads in the main process), got {self.loader.num_workers}")
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None

@@ -170,6 +170,69 @@ def unknown_option(message: str) -> str | None:
     return (found.group(1) or found.group(2)) if found else None
 
 
+UNKNOWN_CLASS = re.compile(r"Expected a path but (\S+) either not accessible or invalid"
+                           r"|Problem with given class_path '([\w.]+)':\s*\n\s*(?:module '[\w.]+' has no attribute|No module named)")
+
+
+def unknown_class(message: str) -> str | None:
+    """The class path a message says cannot be imported (a typo in ``--model.net project.nets.LeNte``)."""
+    found = UNKNOWN_CLASS.search(message)
+    return (found.group(1) or found.group(2)) if found else None
+
+
+def innermost_block(message: str) -> str:
+    """The lines under the message's last ``Parser key "..."`` line, indented below it: what was
+    said about the innermost option (the outer lines are about the classes around it)."""
+    lines = message.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("Parser key")]
+    if not starts:
+        return message
+    indent = len(lines[starts[-1]]) - len(lines[starts[-1]].lstrip())
+    block = []
+    for line in lines[starts[-1] + 1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        block.append(line)
+    return "\n".join(block)
+
+
+WRONG_CLASS = (  # (the class path given, the base it is not) in jsonargparse's wordings
+    re.compile(r"Expected '([\w.]+)' to be a subclass of <class '([\w.]+)'>"),
+    re.compile(r"Import path ([\w.]+) does not correspond to a subclass of ([\w.]+)"),
+    re.compile(r"Subclasses are disabled for ([\w.]+), thus '([\w.]+)' is not accepted"),
+)
+
+
+def wrong_class(message: str) -> tuple[str, str] | None:
+    """``(class path, expected base)`` when a message refuses an importable class of the wrong kind."""
+    for pattern in WRONG_CLASS[:2]:
+        if found := pattern.search(message):
+            return found.group(1), found.group(2)
+    if found := WRONG_CLASS[2].search(message):
+        return found.group(2), found.group(1)
+    return None
+
+
+def expected_base(message: str) -> str | None:
+    """The class an option takes subclasses of (``Subtypes: [<class 'project.engine.module.TrainingModule'>``)."""
+    found = re.findall(r"Subtypes: \[(?:[\w.\[\], ]*?)<class '([\w.]+)'>", innermost_block(message))
+    return found[-1] if found else None
+
+
+def given_value(message: str) -> str | None:
+    """The value a message about a wrong type refused."""
+    inner = innermost_block(message)
+    for pattern in (r"Got value: (.*)$", r"^\s*Given value: (?!NestedArg\()(.*)$", r"NestedArg\(key='[^']*', val='(.*)'\)$"):
+        if found := re.search(pattern, inner, re.MULTILINE) or re.search(pattern, message, re.MULTILINE):
+            return found.group(1)
+    return None
+
+
+def expected_types(message: str) -> list[str]:
+    """The type names the message says the innermost option takes, in order, each once."""
+    return list(dict.fromkeys(re.findall(r"Expected a <class '([\w.]+)'>", innermost_block(message))))
+
+
 def class_paths_in(message: str) -> list[str]:
     """The classes a message names as ``class_path``, outermost first."""
     return re.findall(r"class_path[ =]'([\w.]+)'", message)

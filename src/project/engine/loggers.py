@@ -18,6 +18,8 @@ from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardL
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from project.engine.preflight import check_run_folder_name
+
 DEFAULT_HOST = "https://api.wandb.ai"
 
 
@@ -29,6 +31,11 @@ class ClaimsItsVersion:
     one and write into each other's files. Here rank 0 creates the folder at once, with a create
     that fails if it exists, and takes the next number until one succeeds.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        check_run_folder_name("name", self.name)  # type: ignore[attr-defined]
+        check_run_folder_name("version", kwargs.get("version"))
 
     @cached_property
     def version(self) -> int | str:

@@ -17,6 +17,7 @@ from project.engine.checkpoint_io import is_plain_data
 from project.engine.data import ProjectDataModule
 from project.engine.errors import UserError
 from project.engine.internals import PlainHookNameWrites
+from project.engine.preflight import check_monitors
 from project.engine.resume import ResumeState
 from project.engine.schedules import LRSchedule, build_schedulers
 from project.engine.signals import StopOnSignal
@@ -65,6 +66,7 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         self.speed = speed
         self.net_sizes: tuple[int, tuple[int, ...]] | None = None  # (outputs, input shape) of the built net
         self.class_names: list[str] | None = None  # classification: the data's, saved in checkpoints
+        self._train_logged_epoch = -1  # the epoch whose training metrics have been handed to self.log
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
@@ -118,6 +120,16 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
             self.build_net(outputs, shape)
         if stage == "fit" and not datamodule.has_validation():
             self.train_without_validation()
+        if stage == "fit":
+            check_monitors(self.trainer.callbacks, self.logged_metric_names())
+
+    def logged_metric_names(self) -> set[str]:
+        """The names this module logs (``val/acc``, ...), against which checkpoint and early-stopping
+        monitors are checked before the first step. A subclass that logs more adds them here."""
+        names = {f"{stage}/loss" for stage in ("train", "val", "test")} | {"train/loss_step"}
+        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
+            names |= set(metrics.keys())
+        return names
 
     def train_without_validation(self) -> None:
         """No validation split: the callbacks that watch a validation metric (early stopping, the best
@@ -154,7 +166,8 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         if real:
             self.train_loss.update(losses.detach())
             self.train_metrics.update(preds, target)
-        if batch_idx == 0:
+        if self._train_logged_epoch != self.current_epoch:  # batch 0, or the batch a mid-epoch resume starts at
+            self._train_logged_epoch = self.current_epoch
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
             self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:

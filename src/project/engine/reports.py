@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works with no display, on every rank and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_info  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from torchmetrics import ConfusionMatrix  # noqa: E402
@@ -36,4 +37,5 @@ def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class
     path = folder / "confusion_matrix.png"
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
+    rank_zero_info(f"Wrote the confusion matrix to {folder / 'confusion_matrix.csv'} and {path}")
     return path

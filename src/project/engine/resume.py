@@ -8,10 +8,16 @@ train loader's position in its epoch (``engine.data.ResumableLoader``). ``Resume
 - the logger's run id, so ``fit --ckpt_path`` under W&B continues the same W&B run;
 - the SLURM job that wrote it, so ``--resume auto`` under SLURM continues only the job's own.
 
+A resumed run writes into a new ``version_N`` folder (Lightning's CSV logger would delete the
+``metrics.csv`` of a folder it writes into again); its ``metrics.csv`` starts with the rows the
+checkpoint's run logged before the checkpoint's step, so the newest folder holds the whole run's
+curve, and the earlier folder is left as it was.
+
 ``find_checkpoint`` settles which file a run continues from, before anything is built: the one
 ``--ckpt_path`` names, or the newest readable one for ``fit --resume auto``.
 """
 
+import csv
 import os
 import random
 from dataclasses import dataclass
@@ -21,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.engine.checkpoint_io import read_checkpoint
@@ -57,6 +64,24 @@ class ResumeState(Callback):
         if self._random_state is not None:
             set_random_state(self._random_state)
             self._random_state = None
+        if trainer.ckpt_path and trainer.is_global_zero and isinstance(trainer.logger, CSVLogger):
+            log_earlier_metrics(trainer.logger, Path(trainer.ckpt_path), trainer.global_step)
+
+
+def log_earlier_metrics(logger: CSVLogger, checkpoint: Path, step: int) -> None:
+    """Log again the rows that the run which saved ``checkpoint`` (in ``<run>/checkpoints/``) wrote
+    to its ``metrics.csv`` before ``step``, the step this run continues from."""
+    earlier = checkpoint.resolve().parent.parent / "metrics.csv"
+    if not earlier.is_file() or earlier.parent == Path(logger.log_dir).resolve():
+        return
+    with earlier.open(newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("step", "").isdigit() and int(row["step"]) < step]
+    for row in rows:
+        values = {key: int(value) if value.lstrip("-").isdigit() else float(value)  # "epoch" stays 0, not 0.0
+                  for key, value in row.items() if key != "step" and value != ""}
+        logger.log_metrics(values, step=int(row["step"]))
+    if rows:
+        rank_zero_info(f"metrics.csv starts with the {len(rows)} row(s) {earlier} logged before step {step}")
 
 
 def random_state() -> dict[str, Any]:

@@ -90,6 +90,8 @@ def parameter(path: Path, key: str, spec: Any) -> Parameter:
         raise UserError(f"{where}: needs low < high{' and low > 0 (log scale)' if log else ''}, got {low} and {high}")
     if log and step is not None:
         raise UserError(f"{where}: step and log cannot be combined")
+    if step is not None and not 0 < step <= high - low:  # type: ignore[operator]
+        raise UserError(f"{where}: step must be > 0 and at most high - low ({high - low}), got {step}")  # type: ignore[operator]
     return Parameter(key, low=low, high=high, log=log, step=step)
 
 

@@ -1,4 +1,5 @@
-"""Stopping cleanly when a scheduler asks: SIGTERM, and SLURM's signal before the time limit.
+"""Stopping cleanly when a scheduler or a user asks: SIGTERM, SLURM's signal before the time
+limit, and Ctrl-C (SIGINT).
 
 Lightning 2.6 handles both inside the signal handler, at whatever point of a step the signal
 arrives. On SIGTERM it exits with status 0 having saved nothing, and under DDP its handler
@@ -6,12 +7,17 @@ broadcasts from rank 0 while the other ranks may be inside another collective, w
 On SLURM's requeue signal it writes ``hpc_ckpt_N.ckpt`` to ``default_root_dir``, where
 ``--resume auto`` does not look, and leaves it there for any later job in that folder to continue.
 
-``StopOnSignal`` replaces those handlers for the training loop (Lightning puts the originals back
-when training ends). The handler only notes the signal; after the next optimizer step, every rank
+On Ctrl-C Lightning stops at once and exits 1 with no checkpoint. During ``predict`` it logs a
+SIGTERM and carries on, writing every prediction and exiting 0.
+
+``StopOnSignal`` replaces those handlers for the training loop (Lightning puts its originals back
+when training ends; this callback puts back the SIGINT one). A second Ctrl-C stops at once, as
+Ctrl-C usually does. The handler only notes the signal; after the next optimizer step, every rank
 learns whether any rank received one, all write ``interrupted.ckpt`` beside the run's other
 checkpoints, rank 0 asks SLURM to requeue the job if the signal was SLURM's, and the run ends with
 exit status 128 + the signal's number. ``fit --resume auto`` continues from that checkpoint as if
-nothing had happened.
+nothing had happened. A signal during ``predict`` ends it after the current batch, with 128 + the
+signal's number and no ``predictions.csv`` (a partial one would pass for a whole one).
 """
 
 import os
@@ -54,16 +60,41 @@ class StopOnSignal(Callback):
         super().__init__()
         self._received = 0
         self._last_step = -1
+        self._sigint_handler: Any = None  # the one before ours, put back at teardown
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning installs its own handlers just before this hook; these take their place.
         self._received, self._last_step = 0, trainer.global_step
-        signal.signal(signal.SIGTERM, self._note)
+        self._listen()
         if SLURMEnvironment.detect():
             signal.signal(signal.SIGUSR1, self._note)  # scripts/slurm.sbatch: --signal=SIGUSR1@90
 
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._received = 0
+        self._listen()
+
+    def _listen(self) -> None:
+        signal.signal(signal.SIGTERM, self._note)
+        self._sigint_handler = signal.signal(signal.SIGINT, self._note)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._sigint_handler is not None:
+            signal.signal(signal.SIGINT, self._sigint_handler)
+            self._sigint_handler = None
+
     def _note(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self._received == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the step
         self._received = self._received or signum
+
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        # Each rank decides alone: under DDP the ranks may predict different numbers of batches, so
+        # a collective here could wait forever. A scheduler signals every rank; torchrun ends the rest.
+        signum = self._received
+        if signum:
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} during predict, after {batch_idx + 1} batch(es): "
+                              "no predictions written", signum)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self._last_step:  # inside a gradient accumulation: no step yet

@@ -60,6 +60,10 @@ class ClassificationModule(TrainingModule):
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
         if num_classes == 1 and loss != "bce_with_logits":
             raise UserError("num_classes: 1 is a binary task: use loss: bce_with_logits")
+        if not 0 <= label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1) (0.1 is usual), got {label_smoothing}")
+        if top_k < 1:
+            raise UserError(f"top_k must be >= 1, got {top_k}")
         self.num_classes = num_classes
         self.loss_fn = build_loss(loss, CLASSIFICATION_LOSSES, class_weights, label_smoothing)
         self.multilabel_loss = loss == "bce_with_logits"
@@ -72,6 +76,9 @@ class ClassificationModule(TrainingModule):
         names = datamodule.class_names
         if not names:
             return None
+        if len(names) == 1 and not datamodule.multilabel:
+            raise UserError(f"the data has one class ({names[0]}): a classifier needs at least two; "
+                            "check the label column (data.num_target_columns) or the class folders")
         if self.multilabel_loss and len(names) == 2 and not datamodule.multilabel:
             return 1  # two classes with a BCE loss: one logit, the probability of the second class
         return len(names)
