@@ -199,6 +199,9 @@ BAD_INPUTS = {
         lambda t: ["--checkpoint.monitor=val/los"], "checkpoint.monitor is 'val/los', which this model does not log (did you mean 'val/loss'?)"),
     "early stopping monitor the model does not log": (
         lambda t: ["--early_stopping.monitor=val/los"], "early_stopping.monitor is 'val/los', which this model does not log"),
+    "plateau schedule monitor the model does not log": (
+        lambda t: ["--model.lr_schedule.name=plateau", "--model.lr_schedule.monitor=val/accuracy"],
+        "model.lr_schedule.monitor is 'val/accuracy', which this model does not log (did you mean 'val/acc'?)"),
     "a table with one class": (
         lambda t: tensor_data(t, "two_layer_table", "one_class.pt", torch.randn(40, 4), torch.zeros(40)),
         "the data has one class (0): a classifier needs at least two"),

@@ -386,3 +386,15 @@ def test_a_class_folder_linked_to_another_and_a_class_left_empty_by_skip_bad_ima
     (root / "bird" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(UserError, match="class bird has no readable images left once data.skip_bad_images"):
         set_up(ImageFolderDataModule(data_dir=str(root), skip_bad_images=True))
+
+
+@pytest.mark.parametrize("header", ["size,weight,animal\n", ""], ids=["with a header", "without"])
+def test_class_labels_that_are_words_become_classes_in_sorted_order(tmp_path, header):
+    rows = "".join(f"{i},{i % 3},{('dog', 'cat', 'bird')[i % 3]}\n" for i in range(30))
+    (tmp_path / "animals.csv").write_text(header + rows)
+    dm = set_up(TensorDataModule(dataset=None, path=str(tmp_path / "animals.csv"), val_fraction=0.2, test_fraction=0.2))
+    assert dm.class_names == ["bird", "cat", "dog"] and sum(len(s) for s in (dm.train_set, dm.val_set, dm.test_set)) == 30
+    inputs, targets = dm.train_set.tensors
+    assert torch.equal(targets, torch.tensor([(2, 1, 0)[int(x[0]) % 3] for x in inputs]))  # dog -> 2, cat -> 1, bird -> 0
+    with pytest.raises(UserError, match="regression targets must be numbers, found text labels such as 'bird'"):
+        set_up(TensorDataModule(dataset=None, path=str(tmp_path / "animals.csv"), task="regression"))

@@ -38,12 +38,13 @@ def load_builtin(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     raise UserError(f"unknown built-in dataset {name!r}: choose one of {', '.join(BUILTIN_DATASETS)}")
 
 
-def _is_header(line: str) -> bool:
-    try:
-        [float(value) for value in line.strip().split(",")]
-    except ValueError:
-        return True
-    return False
+def _is_header(first: str, second: str) -> bool:
+    """Whether a CSV's first line names its columns: it has a word where the next line has a
+    number (a label column of words, ``cat``, is no header), or, alone, any word at all."""
+    names = first.strip().split(",")
+    if not second.strip():
+        return not all(_is_number(name) for name in names)
+    return any(not _is_number(name) and _is_number(value) for name, value in zip(names, second.strip().split(",")))
 
 
 def _read_table(path: Path) -> np.ndarray:
@@ -52,8 +53,8 @@ def _read_table(path: Path) -> np.ndarray:
         table = np.load(path, allow_pickle=False)
     else:
         with path.open() as f:
-            first = f.readline()
-        header = bool(first.strip()) and _is_header(first)
+            first, second = f.readline(), f.readline()
+        header = bool(first.strip()) and _is_header(first, second)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy's "input contained no data": said below, in one line
             table = np.char.strip(np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=str))
@@ -79,8 +80,9 @@ def numbers(array: np.ndarray, file: Path, what: str) -> np.ndarray:
     try:
         return array.astype(np.float64)
     except ValueError:
-        row, column = next(zip(*np.nonzero(~np.vectorize(_is_number)(array)), strict=False))
-        raise UserError(f"{file}: {what} must be numbers, but row {row} column {column} is {str(array[row, column])!r}") from None
+        first = tuple(int(i) for i in np.argwhere(~np.vectorize(_is_number)(array))[0])
+        where = f"row {first[0]} column {first[1]}" if len(first) == 2 else f"element {first}"
+        raise UserError(f"{file}: {what} must be numbers, but {where} is {str(array[first])!r}") from None
 
 
 def _is_number(value: str) -> bool:

@@ -17,7 +17,7 @@ from project.engine.checkpoint_io import is_plain_data
 from project.engine.data import ProjectDataModule
 from project.engine.errors import UserError
 from project.engine.internals import PlainHookNameWrites
-from project.engine.preflight import check_monitors
+from project.engine.preflight import check_monitors, monitors_of
 from project.engine.resume import ResumeState
 from project.engine.schedules import LRSchedule, build_schedulers
 from project.engine.signals import StopOnSignal
@@ -121,7 +121,10 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         if stage == "fit" and not datamodule.has_validation():
             self.train_without_validation()
         if stage == "fit":
-            check_monitors(self.trainer.callbacks, self.logged_metric_names())
+            monitors = monitors_of(self.trainer.callbacks)
+            if self.lr_schedule.name == "plateau":
+                monitors["model.lr_schedule.monitor"] = self.lr_schedule.monitor
+            check_monitors(monitors, self.logged_metric_names())
 
     def logged_metric_names(self) -> set[str]:
         """The names this module logs (``val/acc``, ...), against which checkpoint and early-stopping

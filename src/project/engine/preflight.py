@@ -16,8 +16,6 @@ from project.engine.errors import UserError
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's generator takes, and so Lightning's seed_everything
 METRIC_STAGES = ("train", "val", "test")  # a monitor named "<stage>/..." must be one the module logs
-
-
 MAX_CONFIG_VALUES = 100_000  # a recipe has a few hundred; YAML aliases can multiply a small file past any memory
 
 
@@ -81,16 +79,18 @@ def check_run_folder_name(option: str, value: Any) -> None:
                         "(save_dir), not a path; to write elsewhere set trainer.logger.init_args.save_dir")
 
 
-def check_monitors(callbacks: Iterable[Callback], logged: set[str]) -> None:
-    """A checkpoint or early-stopping monitor that names a metric the module does not log, found
-    before the first step rather than by Lightning at the end of the first epoch. Only names of the
+def monitors_of(callbacks: Iterable[Callback]) -> dict[str, str]:
+    """``{option: metric}`` for the checkpoint and early-stopping callbacks that watch a metric."""
+    return {("early_stopping" if isinstance(c, EarlyStopping) else "checkpoint") + ".monitor": c.monitor
+            for c in callbacks if isinstance(c, (ModelCheckpoint, EarlyStopping)) and c.monitor}
+
+
+def check_monitors(monitors: dict[str, str], logged: set[str]) -> None:
+    """A monitor (``{option: metric}``) that names a metric the module does not log, found before
+    the first step rather than by Lightning at the end of the first epoch. Only names of the
     module's own stages (``val/...``) are checked: a callback may log others."""
-    for callback in callbacks:
-        if not isinstance(callback, (ModelCheckpoint, EarlyStopping)) or not callback.monitor:
-            continue
-        monitor = callback.monitor
+    for option, monitor in monitors.items():
         if monitor.split("/")[0] in METRIC_STAGES and monitor not in logged:
-            option = "early_stopping.monitor" if isinstance(callback, EarlyStopping) else "checkpoint.monitor"
             nearest = difflib.get_close_matches(monitor, sorted(logged), n=1)
             raise UserError(f"{option} is {monitor!r}, which this model does not log"
                             + (f" (did you mean {nearest[0]!r}?)" if nearest else "")
