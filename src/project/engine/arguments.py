@@ -185,15 +185,16 @@ CLASS_HOMES = ("project.nets", "project.lightning_modules", "project.datamodules
 
 
 def unknown_class_line(message: str) -> str | None:
-    """The one-line answer to jsonargparse's many-line refusal of a class path that does not import:
-    the option, the path, and the nearest class that exists."""
+    """The one-line answer to jsonargparse's many-line refusal of a class path: for one that does
+    not import, the option, the path and the nearest class that exists; for a class or function of
+    the wrong kind, the kind the option takes."""
     option = ".".join(parser_keys_in(message))
     if wrong := wrong_class(message):
         return f"error: --{option}: {wrong[0]} is not a subclass of {wrong[1]}, which this option takes"
     given = unknown_class(message)
     if given is None:
         return None
-    if class_parameters(given) is not None or callable(imported(given)):  # it exists: of the wrong kind
+    if imported(given) is not None:  # it exists: of the wrong kind
         base = expected_base(message)
         return f"error: --{option}: {given} is not " + (f"a subclass of {base}, which this option takes" if base else "what this option takes")
     module_name, _, name = given.rpartition(".")
