@@ -1,13 +1,14 @@
 """Image files in class folders: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``."""
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 from project.datamodules.splits import stratified_split
 from project.datamodules.transforms import ImageTransforms
@@ -102,15 +103,11 @@ def class_folders(root: Path) -> list[str]:
     return names
 
 
-def warn_of_skipped_files(root: Path) -> None:
-    """Name the files under ``root`` that are not read for their type, counted by suffix: torchvision's
-    ImageFolder passes over them without a word (a GIF, animated or not, is one of them)."""
-    skipped = [p for p in root.rglob("*") if p.suffix.lower() not in IMG_EXTENSIONS and not is_hidden(p, root) and p.is_file()]
+def warn_of_skipped_files(root: Path, skipped: list[Path]) -> None:
+    """Name the files in the class folders that are not read for their type, counted by suffix:
+    torchvision's ImageFolder passes over them without a word (a GIF, animated or not, is one)."""
     if skipped:
-        by_suffix: dict[str, int] = {}
-        for path in skipped:
-            by_suffix[path.suffix.lower() or "(none)"] = by_suffix.get(path.suffix.lower() or "(none)", 0) + 1
-        kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(by_suffix.items()))
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(Counter(p.suffix.lower() or "(none)" for p in skipped).items()))
         rank_zero_warn(f"{root}: left out {len(skipped)} file(s) of a type not read as images ({kinds}), e.g. {skipped[0]}; "
                        f"convert them to one of {' '.join(IMG_EXTENSIONS)} to use them")
 
@@ -122,12 +119,21 @@ def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     class_names = class_folders(root)
     if not class_names:
         raise UserError(f"{root}: no class folder in it (expected {root}/<class name>/<image files>)")
+    skipped: dict[str, Path] = {}  # by real path: a link loop lists a file again at every depth
+
+    def is_image(path: str) -> bool:  # sees every file of the one walk torchvision makes
+        if is_hidden(Path(path), root):
+            return False
+        if has_file_allowed_extension(path, IMG_EXTENSIONS):
+            return True
+        skipped.setdefault(os.path.realpath(path), Path(path))
+        return False
+
     try:
-        samples = make_dataset(str(root), {name: i for i, name in enumerate(class_names)}, extensions=IMG_EXTENSIONS)
+        samples = make_dataset(str(root), {name: i for i, name in enumerate(class_names)}, is_valid_file=is_image)
     except FileNotFoundError as error:
-        raise UserError(f"{root}: {error} (expected {root}/<class name>/<image files>)") from error
-    warn_of_skipped_files(root)
-    samples = [(path, target) for path, target in samples if not is_hidden(Path(path), root)]
+        raise UserError(f"{root}: {error}(expected {root}/<class name>/<image files>: {', '.join(IMG_EXTENSIONS)})") from error
+    warn_of_skipped_files(root, list(skipped.values()))
     return counted_once(samples, root), class_names
 
 

@@ -185,6 +185,19 @@ def standardization(train_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return mean, torch.where(constant, torch.ones_like(std), std)
 
 
+def finite_samples(*tensors: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether every value of it in ``tensors`` (inputs, and floating-point targets) is finite."""
+    finite = torch.ones(len(tensors[0]), dtype=torch.bool)
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            finite &= tensor.reshape(len(tensor), -1).isfinite().all(1)
+    return finite
+
+
+def some_rows(rows: list[int]) -> str:
+    return f"rows {rows[:5]}{', ...' if len(rows) > 5 else ''}"
+
+
 class TensorDataModule(ProjectDataModule):
     """In-memory tensors split into train/val/test with ``random_split`` and a fixed seed.
 
@@ -306,9 +319,8 @@ class TensorDataModule(ProjectDataModule):
             # New inputs only: the training file is not read; standardisation statistics come from
             # the checkpoint (load_state_dict).
             inputs, _, _ = load_tensor_file(self.predict_path, self.input_key, None, 0)
-            if not (finite := inputs.reshape(len(inputs), -1).isfinite().all(1)).all():
-                rows = (~finite).nonzero().flatten().tolist()
-                raise UserError(f"{self.predict_path}: {len(rows)} row(s) hold NaN/inf (rows {rows[:5]}{', ...' if len(rows) > 5 else ''}): "
+            if rows := (~finite_samples(inputs)).nonzero().flatten().tolist():
+                raise UserError(f"{self.predict_path}: {len(rows)} row(s) hold NaN/inf ({some_rows(rows)}): "
                                 "a prediction for them would be NaN; fill or remove them")
             self.predict_set = TensorDataset(self.shaped(inputs))
             self.predict_names = [f"row {i}" for i in range(len(self.predict_set))]
@@ -337,18 +349,15 @@ class TensorDataModule(ProjectDataModule):
         (Training batches are checked step by step by the ``NonFiniteGradients`` callback.)"""
         if len(split) == 0:
             return split
-        inputs, targets = split.tensors
-        finite = inputs.reshape(len(inputs), -1).isfinite().all(1)
-        if targets.is_floating_point():
-            finite &= targets.reshape(len(targets), -1).isfinite().all(1)
+        finite = finite_samples(*split.tensors)
         bad = int((~finite).sum())
         if bad == 0:
             return split
         rows = [index for index, ok in zip(split.indices, finite.tolist()) if not ok]
         if not self.skip_non_finite:
             raise UserError(
-                f"the {name} split has {bad} sample(s) with NaN/inf in inputs or targets (rows {rows[:5]}"
-                f"{', ...' if bad > 5 else ''}): fix the data, or set data.skip_non_finite: true to leave them out")
+                f"the {name} split has {bad} sample(s) with NaN/inf in inputs or targets ({some_rows(rows)}): "
+                "fix the data, or set data.skip_non_finite: true to leave them out")
         rank_zero_info(f"left out {bad} {name} sample(s) with NaN/inf in inputs or targets (data.skip_non_finite)")
         return TensorSplit(split.dataset, [index for index, ok in zip(split.indices, finite.tolist()) if ok])
 

@@ -76,13 +76,21 @@ def class_defaults(path: str) -> dict[str, Any] | None:
 
 def class_parameters(path: str) -> list[inspect.Parameter] | None:
     """The arguments of the class at the dotted ``path``; None when it does not name an importable class."""
+    cls = imported(path)
+    try:
+        return list(inspect.signature(cls).parameters.values()) if inspect.isclass(cls) else None
+    except (ValueError, TypeError):
+        return None
+
+
+def imported(path: str) -> Any:
+    """What the dotted ``path`` (``module.name``) names, or None."""
     module, _, name = path.rpartition(".")
     if not module or not re.fullmatch(r"[\w.]+", path):
         return None
     try:
-        cls = getattr(importlib.import_module(module), name)
-        return list(inspect.signature(cls).parameters.values()) if inspect.isclass(cls) else None
-    except (ImportError, AttributeError, ValueError, TypeError):
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
         return None
 
 
@@ -208,15 +216,6 @@ def unknown_class_line(message: str) -> str | None:
         candidates.update({n: f"{home}.{n}" for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")})
     match = difflib.get_close_matches(name, list(candidates), n=1)
     return f"error: --{option}: no class {given}" + (f"; did you mean {candidates[match[0]]}?" if match else "")
-
-
-def imported(path: str) -> Any:
-    """What the dotted ``path`` names, or None."""
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name) if module else None
-    except (ImportError, AttributeError, ValueError):
-        return None
 
 
 def wrong_value_line(message: str) -> str | None:
