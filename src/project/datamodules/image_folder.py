@@ -8,13 +8,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
+from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 
 from project.datamodules.splits import stratified_split
 from project.datamodules.transforms import ImageTransforms
-from project.engine.data import LoaderOptions, ProjectDataModule
+from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
 from project.engine.errors import UserError
 from project.engine.provenance import hash_files
+from project.inference.inputs import IMAGE_SUFFIXES, image_files, is_hidden
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -83,12 +84,6 @@ def counted_once(samples: list[tuple[str, int]], root: Path) -> list[tuple[str, 
     return unique
 
 
-def is_hidden(path: Path, root: Path) -> bool:
-    """Below ``root``, in or under a folder or file whose name starts with a dot (``.ipynb_checkpoints``,
-    ``.DS_Store``, ``.git``): what editors and tools leave beside the data, never data."""
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def class_folders(root: Path) -> list[str]:
     """The class names under ``root``: its folders, sorted, without hidden ones. A folder that is a
     link to another class folder would hold the same images under a second label: refused."""
@@ -109,7 +104,7 @@ def warn_of_skipped_files(root: Path, skipped: list[Path]) -> None:
     if skipped:
         kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(Counter(p.suffix.lower() or "(none)" for p in skipped).items()))
         rank_zero_warn(f"{root}: left out {len(skipped)} file(s) of a type not read as images ({kinds}), e.g. {skipped[0]}; "
-                       f"convert them to one of {' '.join(IMG_EXTENSIONS)} to use them")
+                       f"convert them to one of {' '.join(IMAGE_SUFFIXES)} to use them")
 
 
 def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
@@ -124,7 +119,7 @@ def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     def is_image(path: str) -> bool:  # sees every file of the one walk torchvision makes
         if is_hidden(Path(path), root):
             return False
-        if has_file_allowed_extension(path, IMG_EXTENSIONS):
+        if has_file_allowed_extension(path, IMAGE_SUFFIXES):
             return True
         skipped.setdefault(os.path.realpath(path), Path(path))
         return False
@@ -132,19 +127,9 @@ def scan_class_folders(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     try:
         samples = make_dataset(str(root), {name: i for i, name in enumerate(class_names)}, is_valid_file=is_image)
     except FileNotFoundError as error:
-        raise UserError(f"{root}: {error}(expected {root}/<class name>/<image files>: {', '.join(IMG_EXTENSIONS)})") from error
+        raise UserError(f"{root}: {error}(expected {root}/<class name>/<image files>: {', '.join(IMAGE_SUFFIXES)})") from error
     warn_of_skipped_files(root, list(skipped.values()))
     return counted_once(samples, root), class_names
-
-
-def scan_image_files(root: Path) -> list[str]:
-    """All image files below ``root``, sorted, for ``predict``."""
-    if not root.is_dir():
-        raise UserError(f"predict folder not found: {root}")
-    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file() and not is_hidden(p, root))
-    if not files:
-        raise UserError(f"no image files ({', '.join(IMG_EXTENSIONS)}) found under {root}")
-    return files
 
 
 class ImageFolderDataModule(ProjectDataModule):
@@ -240,7 +225,7 @@ class ImageFolderDataModule(ProjectDataModule):
     def setup(self, stage: str) -> None:
         eval_transform = self.transforms.build(train=False)
         if stage == "predict" and self.predict_dir is not None:
-            files = scan_image_files(self.predict_dir)
+            files = image_files(self.predict_dir)
             if self.check_images and (bad := unreadable_images(files)):
                 raise UserError(f"unreadable image file(s) in {self.predict_dir}: {', '.join(bad[:5])}")
             self.predict_names = files
@@ -254,6 +239,10 @@ class ImageFolderDataModule(ProjectDataModule):
         if stage == "predict":
             self.predict_names = [path for path, _ in self.split_samples["test"]]
             self.predict_set = self.test_set
+
+    def inference_inputs(self) -> InferenceInputs:
+        raw = ImageFiles(self.split_samples["test"], self.transforms.build(train=False, normalize=False))
+        return self.transforms.inference_inputs(raw, str(self.predict_dir or self.data_dir))
 
     def train_targets(self) -> torch.Tensor:
         return torch.tensor([target for _, target in self.split_samples["train"]])

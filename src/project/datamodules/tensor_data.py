@@ -1,7 +1,5 @@
 """Data that fits in memory as tensors: files (.pt, .npz, .npy, .csv) or scikit-learn's digits and iris."""
 
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,12 +11,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random
 from project.datamodules.augment import BatchAffine
 from project.datamodules.splits import split_sizes
 from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep_batch
-from project.engine.data import LoaderOptions, ProjectDataModule, loader_class
+from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, loader_class
 from project.engine.errors import UserError
 from project.engine.provenance import hash_tensors
+from project.inference.inputs import is_text, read_arrays, some_rows
 
 BUILTIN_DATASETS = ("digits", "iris")
-FILE_SUFFIXES = (".pt", ".npz", ".npy", ".csv")
 
 
 def load_builtin(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -38,61 +36,6 @@ def load_builtin(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     raise UserError(f"unknown built-in dataset {name!r}: choose one of {', '.join(BUILTIN_DATASETS)}")
 
 
-def _is_header(first: str, second: str) -> bool:
-    """Whether a CSV's first line names its columns: it has a word where the next line has a
-    number (a label column of words, ``cat``, is no header), or, alone, any word at all."""
-    names = first.strip().split(",")
-    if not second.strip():
-        return not all(_is_number(name) for name in names)
-    return any(not _is_number(name) and _is_number(value) for name, value in zip(names, second.strip().split(",")))
-
-
-def _read_table(path: Path) -> np.ndarray:
-    """A 2-D table of numbers; of text when a column holds words (class names, read as labels)."""
-    if path.suffix == ".npy":
-        table = np.load(path, allow_pickle=False)
-    else:
-        with path.open() as f:
-            first, second = f.readline(), f.readline()
-        header = bool(first.strip()) and _is_header(first, second)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy's "input contained no data": said below, in one line
-            table = np.char.strip(np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=str))
-        if table.size == 0:
-            raise UserError(f"{path}: holds no rows{' below its header' if header else ' (the file is empty)'}")
-        try:
-            table = table.astype(np.float64)
-        except ValueError:
-            pass  # words in some column: the caller takes them as labels or refuses them
-    if table.ndim != 2:
-        raise UserError(f"{path}: expected a 2-D table (rows of inputs then targets), got shape {table.shape}")
-    return table
-
-
-def is_text(array: np.ndarray) -> bool:
-    return array.dtype.kind in "USO"
-
-
-def numbers(array: np.ndarray, file: Path, what: str) -> np.ndarray:
-    """``array`` as float64, or one line naming the first value that is not a number."""
-    if not is_text(array):
-        return array
-    try:
-        return array.astype(np.float64)
-    except ValueError:
-        first = tuple(int(i) for i in np.argwhere(~np.vectorize(_is_number)(array))[0])
-        where = f"row {first[0]} column {first[1]}" if len(first) == 2 else f"element {first}"
-        raise UserError(f"{file}: {what} must be numbers, but {where} is {str(array[first])!r}") from None
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
 def class_indices(labels: np.ndarray) -> tuple[torch.Tensor, list[str]]:
     """Text class labels (``cat``, ``dog``) as indices 0..K-1 of their sorted names, and the names."""
     names = sorted({str(label) for label in labels.reshape(-1)})
@@ -103,68 +46,23 @@ def class_indices(labels: np.ndarray) -> tuple[torch.Tensor, list[str]]:
 def load_tensor_file(
     path: str, input_key: str = "x", target_key: str | None = "y", num_target_columns: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
-    """Read ``(inputs, targets, class names)`` from a file.
+    """Read ``(inputs, targets, class names)`` from a file (the formats: ``read_arrays``).
 
-    ``.pt``: a dict with ``input_key``/``target_key`` or an ``(inputs, targets)`` pair, loaded with
-    ``weights_only=True``. ``.npz``: arrays ``input_key`` and ``target_key``. ``.npy`` and ``.csv``:
-    a 2-D table whose last ``num_target_columns`` columns are the targets (a CSV header row is skipped).
-    Inputs alone (for ``predict``): ``target_key=None`` and ``num_target_columns=0``; then a ``.pt``
-    file may also hold a bare tensor, and a table's every column is an input.
     Targets that are words (a CSV label column ``cat``, ``dog``; a string array) are class labels:
     they come back as indices of their sorted names, with the names; otherwise the names are None.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"data file not found: {file}")
-    if file.suffix not in FILE_SUFFIXES:
-        raise UserError(f"{file}: unsupported file type {file.suffix!r}, use one of {', '.join(FILE_SUFFIXES)}")
-    try:
-        if file.suffix == ".pt":
-            content = torch.load(file, map_location="cpu", weights_only=True)
-            if isinstance(content, dict):
-                missing = [k for k in (input_key, target_key) if k is not None and k not in content]
-                if missing:
-                    raise UserError(f"{file}: keys {missing} not found (it has {sorted(content)})")
-                inputs, targets = content[input_key], content.get(target_key)
-            elif target_key is None and isinstance(content, torch.Tensor):
-                inputs, targets = content, None
-            elif isinstance(content, (tuple, list)) and len(content) == 2:
-                inputs, targets = content
-            else:
-                raise UserError(f"{file}: expected a dict with {input_key!r}/{target_key!r} or an (inputs, targets) pair")
-        elif file.suffix == ".npz":
-            with np.load(file, allow_pickle=False) as arrays:
-                missing = [k for k in (input_key, target_key) if k is not None and k not in arrays]
-                if missing:
-                    raise UserError(f"{file}: arrays {missing} not found (it has {sorted(arrays.files)})")
-                inputs, targets = arrays[input_key], arrays[target_key] if target_key is not None else None
-        elif num_target_columns == 0:
-            inputs, targets = _read_table(file), None
-        else:
-            table = _read_table(file)
-            if not 0 < num_target_columns < table.shape[1]:
-                raise UserError(f"{file}: has {table.shape[1]} columns, cannot take {num_target_columns} as targets")
-            inputs, targets = table[:, :-num_target_columns], table[:, -num_target_columns:]
-            if num_target_columns == 1:
-                targets = targets[:, 0]
-    except UserError:
-        raise
-    except Exception as error:  # a damaged or foreign file: say which file and why
-        raise UserError(f"cannot read data file {file}: {error}") from error
-    inputs = torch.as_tensor(numbers(np.asarray(inputs), file, "input columns"))
-    if inputs.ndim == 0 or len(inputs) == 0:
-        raise UserError(f"{file}: holds no samples (inputs of shape {tuple(inputs.shape)})")
+    inputs, targets = read_arrays(path, input_key, target_key, num_target_columns)
     if targets is None:
-        return inputs, None, None
+        return torch.as_tensor(inputs), None, None
     names = None
-    if is_text(targets := np.asarray(targets)):
+    if is_text(targets):
         if targets.ndim > 1 and targets.shape[1] > 1:
-            raise UserError(f"{file}: text labels (e.g. {targets.flat[0]!r}) work for one target column, not {targets.shape[1]}")
+            raise UserError(f"{path}: text labels (e.g. {targets.flat[0]!r}) work for one target column, not {targets.shape[1]}")
         targets, names = class_indices(targets)
     targets = torch.as_tensor(targets)
     if len(inputs) != len(targets):
-        raise UserError(f"{file}: inputs and targets differ in length ({len(inputs)} inputs, {len(targets)} targets)")
-    return inputs, targets, names
+        raise UserError(f"{path}: inputs and targets differ in length ({len(inputs)} inputs, {len(targets)} targets)")
+    return torch.as_tensor(inputs), targets, names
 
 
 def standardization(train_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,10 +90,6 @@ def finite_samples(*tensors: torch.Tensor) -> torch.Tensor:
         if tensor.is_floating_point():
             finite &= tensor.reshape(len(tensor), -1).isfinite().all(1)
     return finite
-
-
-def some_rows(rows: list[int]) -> str:
-    return f"rows {rows[:5]}{', ...' if len(rows) > 5 else ''}"
 
 
 class TensorDataModule(ProjectDataModule):
@@ -271,6 +165,7 @@ class TensorDataModule(ProjectDataModule):
         split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
+        self.raw_inputs: torch.Tensor | None = None
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All inputs and targets, shaped and typed for the task; sets ``class_names`` for classification."""
@@ -280,6 +175,7 @@ class TensorDataModule(ProjectDataModule):
             inputs, targets, names = load_tensor_file(self.path, self.input_key, self.target_key, self.num_target_columns)
             if names is not None and self.task == "regression":
                 raise UserError(f"{self.path}: regression targets must be numbers, found text labels such as {names[0]!r}")
+        self.raw_inputs = inputs.float()  # as a file holds them: what an exported model takes
         inputs = self.shaped(inputs)
         if self.task == "classification":
             if targets.is_floating_point() and not torch.equal(targets, targets.round()):
@@ -395,6 +291,18 @@ class TensorDataModule(ProjectDataModule):
         super().load_state_dict(state_dict)
         if self.standardize and state_dict.get("mean") is not None:
             self.mean, self.std = state_dict["mean"], state_dict["std"]
+
+    def inference_inputs(self) -> InferenceInputs:
+        """An exported model takes rows as the file holds them (inputs of a .npz/.pt file); its graph
+        reshapes, resizes and standardizes them as this module does."""
+        assert isinstance(self.test_set, TensorSplit) and self.raw_inputs is not None
+        return InferenceInputs(
+            reader={"kind": "table", "input_key": self.input_key},
+            raw_shape=tuple(self.raw_inputs.shape[1:]),
+            test_inputs=TensorDataset(self.raw_inputs[self.test_set.indices], self.test_set.tensors[1]),
+            reshape=tuple(self.input_shape) if self.input_shape is not None else None,
+            resize_to=self.resize_to, mean=self.mean, std=self.std, example_path=self.predict_path,
+        )
 
     def random_training_inputs(self) -> str | None:
         if self.augment is not None:

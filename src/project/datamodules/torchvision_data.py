@@ -8,7 +8,7 @@ from torchvision import datasets
 
 from project.datamodules.splits import split_sizes
 from project.datamodules.transforms import ImageTransforms
-from project.engine.data import LoaderOptions, ProjectDataModule
+from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
 from project.engine.errors import UserError
 from project.engine.provenance import hash_files
 
@@ -91,6 +91,9 @@ class TorchvisionDataModule(ProjectDataModule):
         self.test_set = self._open(train=False, transform=eval_transform)
         self.predict_set = self.test_set
         self.predict_names = [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
+
+    def inference_inputs(self) -> InferenceInputs:
+        return self.transforms.inference_inputs(self._open(train=False, transform=self.transforms.build(train=False, normalize=False)))
 
     def random_training_inputs(self) -> str | None:
         return self.transforms.randomness()

@@ -2,33 +2,27 @@
 
 from dataclasses import dataclass
 
-import numpy as np
+import torch
 from PIL import Image
+from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from project.engine.data import InferenceInputs
 from project.engine.errors import UserError
+from project.inference.inputs import in_mode
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 class ConvertMode:
-    """Convert a PIL image to ``L`` (1 channel) or ``RGB`` (3 channels), so mixed folders load alike.
-
-    16-bit grayscale (PIL modes ``I;16*`` and ``I``, e.g. 16-bit PNGs) is scaled to 8 bits first:
-    PIL's own conversion clips it, so a 0-65535 ramp would become almost all white.
-    """
+    """Convert a PIL image to ``L`` (1 channel) or ``RGB`` (3 channels): ``in_mode`` as a transform."""
 
     def __init__(self, channels: int) -> None:
-        self.mode = "L" if channels == 1 else "RGB"
+        self.channels = channels
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        if image.mode.startswith("I;16") or image.mode == "I":
-            high_bits = np.asarray(image, dtype=np.int64).clip(0, 65535) >> 8
-            image = Image.fromarray(high_bits.astype(np.uint8), "L")
-        elif image.mode == "F":
-            raise UserError(f"{getattr(image, 'filename', 'an image')}: 32-bit float pixels; save it with 8 or 16 bits per channel")
-        return image if image.mode == self.mode else image.convert(self.mode)
+        return in_mode(image, self.channels)
 
 
 @dataclass
@@ -83,7 +77,20 @@ class ImageTransforms:
         on = [name for name, value in steps.items() if value]
         return f"random augmentation (data.transforms: {', '.join(on)})" if on else None
 
-    def build(self, train: bool) -> T.Compose:
+    def inference_inputs(self, test_inputs: Dataset, example_path: str | None = None) -> InferenceInputs:
+        """For an exported model: it takes pixels in [0, 1] (``build(train=False, normalize=False)``),
+        and ``mean``/``std`` normalise them in its graph. ``test_inputs`` are such pixels."""
+        normalized = self.mean is not None and self.std is not None
+        return InferenceInputs(
+            reader={"kind": "image", "channels": self.channels, "size": self.image_size},
+            raw_shape=(self.channels, self.image_size, self.image_size),
+            test_inputs=test_inputs,
+            mean=torch.tensor(self.mean).reshape(-1, 1, 1) if normalized else None,
+            std=torch.tensor(self.std).reshape(-1, 1, 1) if normalized else None,
+            example_path=example_path,
+        )
+
+    def build(self, train: bool, normalize: bool = True) -> T.Compose:
         steps: list = [ConvertMode(self.channels), T.Resize((self.image_size, self.image_size))]
         if train:
             if self.random_crop_padding:
@@ -98,6 +105,6 @@ class ImageTransforms:
                 jitter = self.color_jitter
                 steps.append(T.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
         steps.append(T.ToTensor())
-        if self.mean is not None and self.std is not None:
+        if normalize and self.mean is not None and self.std is not None:
             steps.append(T.Normalize(self.mean, self.std))
         return T.Compose(steps)

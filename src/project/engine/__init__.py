@@ -6,7 +6,8 @@ owns the rest: the two contracts the rooms build on (``data.ProjectDataModule``:
 shards, per-sample weights, exact mid-epoch resume; ``module.TrainingModule``: a net sized by the
 data, optimizer and lr schedule, per-sample loss weighting), what every run leaves behind (loggers,
 ``record.json``, curves, the confusion matrix, predictions), checkpoints and stopping on a signal,
-the multi-process helpers, and the tools on top: the command line (``cli``, ``arguments``), and
+the multi-process helpers, ``export`` (a checkpoint as ONNX, checked against the model; the
+``trainer``'s ``export`` subcommand), and the tools on top: the command line (``cli``, ``arguments``), and
 many runs at once (``processes``, ``search``, ``seeds``).
 
 Imports run one way. The foundation (every module here but those five) imports nothing from the

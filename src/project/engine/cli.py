@@ -50,9 +50,10 @@ from project.engine.preflight import check_accelerator, check_config_sizes, chec
 from project.engine.provenance import unused_name
 from project.engine.resume import checkpoint_root, find_checkpoint
 from project.engine.signals import Interrupted
+from project.engine.trainer import ProjectTrainer
 
 RUN_START_FILES = ("config.yaml", "hparams.yaml", "record.json", "git.diff")  # what a run writes before any work
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
 MOVED = {  # class paths of earlier versions of this template: old prefix -> new prefix
     "project.callbacks.NonFiniteLoss": "project.engine.callbacks.NonFiniteGradients",
     **{f"project.{name}.": f"project.engine.{name}." for name in ("callbacks", "loggers", "checkpoint_io", "profiler", "distributed")},
@@ -110,7 +111,7 @@ class SaveConfigToRun(SaveConfigCallback):
 
 
 class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
-    """``fit``, ``validate``, ``test`` and ``predict`` for any training module and data module named in a config.
+    """``fit``, ``validate``, ``test``, ``predict`` and ``export`` for any training module and data module named in a config.
 
     Every subcommand reads ``configs/base.yaml`` first (trainer, callbacks and logger defaults), then
     each ``--config`` on top of it, then the command line. Configs name classes with ``class_path``
@@ -121,8 +122,9 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
     def __init__(self, **kwargs) -> None:
         base = {"default_config_files": [str(BASE_CONFIG)]}
         with_subcommands = kwargs.get("run", True)
-        kwargs.setdefault("parser_kwargs", {name: base for name in SUBCOMMANDS} if with_subcommands else base)
+        kwargs.setdefault("parser_kwargs", {name: dict(base) for name in SUBCOMMANDS} if with_subcommands else base)
         kwargs.setdefault("parser_class", ProjectArgumentParser)
+        kwargs.setdefault("trainer_class", ProjectTrainer)
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False})  # SaveConfigToRun writes it
         import_rooms()
@@ -139,6 +141,10 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
             if getattr(self, "trainer", None) is not None:
                 remove_empty_run_folder(self.trainer)
             raise
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "export": {"model", "datamodule"}}  # ProjectTrainer.export
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Callbacks whose options recipes and users change get keys of their own (--early_stopping.patience 5);
@@ -220,7 +226,8 @@ def print_next_commands(trainer: Trainer) -> None:
     lines = [f"{which} checkpoint: {best}", "Test it:", "  " + command("test")]
     new_inputs = trainer.datamodule.new_inputs_option
     lines += [f"Predict the test split{f', or new inputs with {new_inputs} added' if new_inputs else ''} "
-              "(predictions.csv in a new run folder):", "  " + command("predict")]
+              "(predictions.csv in a new run folder):", "  " + command("predict"),
+              "Export it (ONNX with its preprocessing, safetensors, JSON; beside the checkpoint):", "  " + command("export")]
     rank_zero_info("\n".join(lines))
 
 

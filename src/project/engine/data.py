@@ -40,6 +40,35 @@ class LoaderOptions:
     """Draw training samples with a WeightedRandomSampler so each class is seen equally often."""
 
 
+@dataclass
+class InferenceInputs:
+    """How a deployed model takes its inputs, from ``ProjectDataModule.inference_inputs``.
+
+    A caller feeds *raw* inputs: image pixels in [0, 1] after conversion and resizing
+    (``project.inference.inputs.image_pixels``), or a table's rows as read from the file. The
+    exported graph does the arithmetic from there to what the net takes, in this order: ``reshape``,
+    ``resize_to``, then ``(x - mean) / std``.
+    """
+
+    reader: dict[str, Any]
+    """How a file becomes one raw input, for ``project.inference``: ``{"kind": "image", "channels": C,
+    "size": S}`` or ``{"kind": "table", "input_key": "x"}`` (the array name in .npz/.pt files)."""
+    raw_shape: tuple[int, ...]
+    """The shape of one raw input."""
+    test_inputs: Dataset
+    """``(raw input, target)`` for the test split, in the order ``test_dataloader`` gives its samples:
+    the export is checked on them against the trained model."""
+    reshape: tuple[int, ...] | None = None
+    resize_to: int | None = None
+    """Bilinear resizing of image inputs to ``resize_to x resize_to`` (no antialiasing)."""
+    mean: torch.Tensor | None = None
+    """Subtracted, then divided by ``std``; both broadcast over a batch of reshaped, resized inputs."""
+    std: torch.Tensor | None = None
+    example_path: str | None = None
+    """A file or folder of this data's inputs that ``predict_onnx.py`` reads (images, or a table of
+    input rows), for the command ``export`` prints; None when there is none."""
+
+
 class ProjectDataModule(LightningDataModule):
     """The base class of every data module here: what the rest of the template reads from one.
 
@@ -119,6 +148,13 @@ class ProjectDataModule(LightningDataModule):
             if dataset is not None and len(dataset):  # type: ignore[arg-type]
                 return tuple(dataset[0][0].shape)
         return None
+
+    def inference_inputs(self) -> InferenceInputs:
+        """What an exported model needs to read its inputs (``train.py export``); call after
+        ``setup("test")``. Preprocessing that is tensor arithmetic (normalisation, standardisation)
+        goes into the exported graph, the rest (reading files, resizing images) is ``reader``'s."""
+        raise UserError(f"{type(self).__name__} does not say how an exported model reads its inputs: "
+                        "override inference_inputs() (see project.engine.data.InferenceInputs)")
 
     def has_validation(self) -> bool:
         return self.val_set is None or len(self.val_set) > 0  # type: ignore[arg-type]

@@ -7,7 +7,9 @@ torch, Lightning, torchmetrics, torchvision or jsonargparse is used anywhere els
 - private names: ``BatchNormBase``, ``PlainHookNameWrites``, ``SkipLightningCheckpointHparams``,
   ``model_config_of``, ``UnrepeatedDistributedSampler``;
 - filters keyed on the text of a message: ``WARNINGS``, ``LOG_LINES``, ``SEED_LOGGER``;
-- patterns over jsonargparse's error wording: ``unknown_option``, ``class_paths_in``, ``parser_keys_in``.
+- patterns over jsonargparse's error wording: ``unknown_option``, ``class_paths_in``, ``parser_keys_in``;
+  over torch's exporter wording: ``export_failure`` (``tests/test_export.py`` pins both it and
+  ``datamodule_state``, where Lightning keeps a data module's state in a checkpoint).
 
 Public behaviour the project relies on that a release could change without notice, the module
 that relies on it, and the test that pins it (all checked with Lightning 2.6.6, torch 2.14.1,
@@ -36,6 +38,9 @@ jsonargparse 4.53.0, Optuna 5.1.0, wandb 0.31.0):
   status 0 (``test_a_sigterm_outside_training_exits_143_not_0``).
 - ``arguments``: jsonargparse keeps the ``init_args`` that a replaced class shares with the new
   one (``test_a_class_named_on_the_command_line_starts_from_its_own_defaults``).
+- ``trainer``: LightningCLI offers each name of ``subcommands()`` as a subcommand, with the
+  arguments of the Trainer method of that name, and runs that method (``train.py export``;
+  ``tests/test_export.py``).
 - ``study``: ``optuna.trial.Trial(study, trial_id)`` opens a trial run by another process, as
   Optuna's own integrations do (``tests/test_search.py``).
 - ``loggers``: wandb prints its offline footer from its service process, which heeds
@@ -241,3 +246,33 @@ def class_paths_in(message: str) -> list[str]:
 def parser_keys_in(message: str) -> list[str]:
     """The config keys a message names (``Parser key "model"``), outermost first."""
     return re.findall(r'Parser key "([\w.]+)"', message)
+
+
+# -- Lightning's checkpoint layout and torch's exporter wording ----------------------------------
+
+
+def datamodule_state(checkpoint: dict[str, Any], datamodule: Any) -> dict[str, Any] | None:
+    """What the data module's ``state_dict()`` returned when the checkpoint was saved. Lightning 2.6.6
+    keeps it under the data module's class ``__qualname__`` (its ``_CheckpointConnector``); the
+    exporter reads it without a Trainer (``engine.export``)."""
+    return checkpoint.get(type(datamodule).__qualname__)
+
+
+EXPORT_SUMMARY = "## Exception summary"
+EXPORT_CALL = "The following call raised this error:"
+
+
+def export_failure(message: str) -> str:
+    """The reason and the user's line of code in a failure of ``torch.onnx.export``, as one line.
+    torch 2.14.1 words it as an ``## Exception summary`` section whose first line is the reason,
+    then ``The following call raised this error:`` and the call's file, line and code; a message
+    without them gives its first line."""
+    lines = [line.strip() for line in message.strip().splitlines()] or [""]
+    reason = lines[0]
+    if EXPORT_SUMMARY in lines:
+        reason = next((line for line in lines[lines.index(EXPORT_SUMMARY) + 1 :] if line), reason)
+    reason = re.sub(r"^<class '(?:[\w]+\.)*(\w+)'>: ", r"\1: ", reason)
+    if EXPORT_CALL in lines:
+        where, code = (lines[lines.index(EXPORT_CALL) + 1 :] + ["", ""])[:2]
+        reason += f" (at {where.removeprefix('File ')}: {code})"
+    return reason

@@ -99,6 +99,18 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     def setup(self, stage: str) -> None:
         # The data module is set up by now: it knows its classes or target columns and its inputs.
         datamodule = self.trainer.datamodule
+        self.fit_to(datamodule)
+        if stage == "fit" and not datamodule.has_validation():
+            self.train_without_validation()
+        if stage == "fit":
+            monitors = monitors_of(self.trainer.callbacks)
+            if self.lr_schedule.name == "plateau":
+                monitors["model.lr_schedule.monitor"] = self.lr_schedule.monitor
+            check_monitors(monitors, self.logged_metric_names())
+
+    def fit_to(self, datamodule: Any) -> None:
+        """Check that the net's sizes (given, or from a checkpoint) fit the set-up data module's
+        data, and build the net from the data's sizes if it is not built yet."""
         if not isinstance(datamodule, ProjectDataModule):
             raise UserError(f"{type(self).__name__} takes its data from a data module derived from "
                             f"project.engine.data.ProjectDataModule, got {type(datamodule).__name__}")
@@ -118,13 +130,11 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
                 missing = f"model.{self.outputs_key}" if outputs is None else "model.input_shape"
                 raise UserError(f"{type(datamodule).__name__} does not say the net's size: set {missing} (or give --ckpt_path)")
             self.build_net(outputs, shape)
-        if stage == "fit" and not datamodule.has_validation():
-            self.train_without_validation()
-        if stage == "fit":
-            monitors = monitors_of(self.trainer.callbacks)
-            if self.lr_schedule.name == "plateau":
-                monitors["model.lr_schedule.monitor"] = self.lr_schedule.monitor
-            check_monitors(monitors, self.logged_metric_names())
+
+    def export_outputs(self) -> dict[str, Any]:
+        """What the net's outputs mean, for an exported model's JSON: ``{"task": ...}`` with one of
+        ``project.inference.predictions.TASKS`` and what else a caller needs (class names)."""
+        raise UserError(f"{type(self).__name__} does not say what its outputs mean for export: override export_outputs()")
 
     def logged_metric_names(self) -> set[str]:
         """The names this module logs (``val/acc``, ...), against which checkpoint and early-stopping

@@ -7,14 +7,20 @@ from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 TRAIN_PY = REPOSITORY / "train.py"
+PREDICT_ONNX_PY = REPOSITORY / "predict_onnx.py"
+SERVE_PY = REPOSITORY / "serve.py"
 BASE_CONFIG = REPOSITORY / "configs" / "base.yaml"
 RUNS = "runs"  # trainer.logger.init_args.save_dir in configs/base.yaml
 
 
+def script_command(script: Path, args: list[str]) -> list[str]:
+    """``SCRIPT ARGS`` with this interpreter, as the user would run it from here."""
+    return [sys.executable, os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script), *args]
+
+
 def train_command(subcommand: str, args: list[str]) -> list[str]:
     """``train.py SUBCOMMAND ARGS`` with this interpreter, as the user would run it."""
-    script = os.path.relpath(TRAIN_PY) if TRAIN_PY.is_relative_to(Path.cwd()) else str(TRAIN_PY)
-    return [sys.executable, script, subcommand, *args]
+    return script_command(TRAIN_PY, [subcommand, *args])
 
 
 def runs_root(trainer_config: Any) -> Path:

@@ -174,6 +174,11 @@ class ClassificationModule(TrainingModule):
             pred, prob = (probs > 0.5).long(), probs
         return {"pred": pred, "prob": prob}
 
+    def export_outputs(self) -> dict[str, Any]:
+        """Logits; softmax (multiclass) or a sigmoid per output (binary: of the second class) make them probabilities."""
+        names = self.class_names or [str(i) for i in range(max(2, self.num_classes or 0))]
+        return {"task": self.task, "kind": "logits", "class_names": names, "top_k": self.top_k}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["class_names"] = self.class_names

@@ -57,6 +57,9 @@ class RegressionModule(TrainingModule):
         preds = self(x).reshape(target.shape)
         return per_sample(self.loss_fn(preds, target)), preds, target
 
+    def export_outputs(self) -> dict[str, Any]:
+        return {"task": "regression", "kind": "values", "outputs": self.net_sizes[0] if self.net_sizes else None}
+
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Return ``pred`` (the net's outputs) per sample of the batch's inputs (``batch[0]``)."""
         return {"pred": self(batch[0])}

@@ -1,6 +1,5 @@
 """``predict`` results as a CSV file, one row per input."""
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.engine.loggers import run_folder
+from project.inference.predictions import write_predictions
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -17,7 +17,8 @@ class PredictionCSVWriter(BasePredictionWriter):
 
     Classification rows are ``input, predicted_class, probability`` (the class *name* saved
     in the checkpoint); multilabel rows list every label above 0.5; regression rows are
-    ``input, prediction[, prediction_1, ...]``. ``input`` is the name the data module gives the
+    ``input, prediction`` or ``input, prediction_0, prediction_1, ...``
+    (``project.inference.predictions``, which an exported model's predictions share). ``input`` is the name the data module gives the
     row (``predict_names``: an image path, a row number), else its position in ``predict_set``,
     which Lightning's predict loop tracks beside each batch (``batch_indices``). Under DDP every
     rank predicts its own share of the inputs; rank 0 gathers them and writes each input once.
@@ -57,34 +58,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             return
         names, class_names = trainer.datamodule.predict_names, pl_module.class_names
         path = Path(self.output_file) if self.output_file else run_folder(trainer) / "predictions.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
         rows = sorted(rows, key=lambda row: row["index"])
-        with path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(self._header(rows, class_names))
-            for row in rows:
-                label = names[row["index"]] if row["index"] < len(names) else str(row["index"])
-                writer.writerow([label, *self._cells(row, class_names)])
+        labels = [names[row["index"]] if row["index"] < len(names) else str(row["index"]) for row in rows]
+        write_predictions(path, labels, rows, class_names)
         rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
-
-    @staticmethod
-    def _header(rows: list[dict[str, Any]], class_names: list[str] | None) -> list[str]:
-        if rows and "prob" not in rows[0]:
-            width = len(rows[0]["pred"]) if isinstance(rows[0]["pred"], list) else 1
-            return ["input"] + (["prediction"] if width == 1 else [f"prediction_{i}" for i in range(width)])
-        if rows and isinstance(rows[0]["pred"], list):
-            return ["input", "predicted_labels", "probabilities"]
-        return ["input", "predicted_class", "probability"]
-
-    @staticmethod
-    def _cells(row: dict[str, Any], class_names: list[str] | None) -> list[Any]:
-        def name(index: int) -> str:
-            return class_names[index] if class_names and index < len(class_names) else str(index)
-
-        if "prob" not in row:
-            return row["pred"] if isinstance(row["pred"], list) else [row["pred"]]
-        if isinstance(row["pred"], list):  # multilabel: a 0/1 flag per label
-            chosen = [name(i) for i, flag in enumerate(row["pred"]) if flag]
-            return [";".join(chosen), ";".join(f"{p:.4f}" for p in row["prob"])]
-        return [name(row["pred"]), f"{row['prob']:.4f}"]
-

@@ -1,0 +1,221 @@
+"""``train.py export``: a checkpoint as an ONNX graph, safetensors weights and a JSON description,
+checked against the trained model before anything is written.
+
+The graph takes raw inputs (pixels in [0, 1], or table rows as a file holds them) with any batch
+size: the data module's normalisation or standardisation is inside it (``InputPreprocessing``),
+so a caller needs only what the JSON's ``preprocessing.reader`` says (``project.inference``).
+"""
+
+import contextlib
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import shlex
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Subset
+
+from project.engine.checkpoint_io import current_umask, read_checkpoint
+from project.engine.data import InferenceInputs, ProjectDataModule
+from project.engine.errors import UserError
+from project.engine.internals import datamodule_state, export_failure
+from project.engine.module import TrainingModule
+from project.engine.paths import PREDICT_ONNX_PY, SERVE_PY, script_command
+from project.inference.model import FORMAT
+from project.inference.predictions import predicted_classes
+
+LIMIT = 1e-4  # the largest difference allowed between the trained model's outputs and the export's
+INPUT, OUTPUT = "input", "outputs"  # the graph's input and output names
+
+
+class InputPreprocessing(nn.Module):
+    """What the data module does to a raw input after reading it, as tensor operations (``InferenceInputs``)."""
+
+    def __init__(self, inputs: InferenceInputs) -> None:
+        super().__init__()
+        self.reshape, self.resize_to = inputs.reshape, inputs.resize_to
+        self.standardize = inputs.mean is not None and inputs.std is not None
+        if self.standardize:
+            self.register_buffer("mean", inputs.mean.detach().float().clone())
+            self.register_buffer("std", inputs.std.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reshape is not None:
+            x = x.reshape(x.shape[0], *self.reshape)
+        if self.resize_to is not None:
+            x = F.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
+        if self.standardize:
+            x = (x - self.mean) / self.std
+        return x
+
+
+class ExportedGraph(nn.Module):
+    """Raw inputs in, the net's outputs out."""
+
+    def __init__(self, preprocessing: InputPreprocessing, net: nn.Module) -> None:
+        super().__init__()
+        self.preprocessing, self.net = preprocessing, net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocessing(x))
+
+
+def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt_path: str | None,
+                      output: str | None, check_samples: int) -> Path:
+    """Write ``<name>.onnx``, ``<name>.safetensors`` and ``<name>.json`` for the checkpoint
+    ``<name>.ckpt``, beside it or in ``output``; returns the ``.onnx`` path. Every file is first
+    written to a temporary folder and moved into place only once the export matches the model on
+    ``check_samples`` test samples, so a failed export leaves an earlier one as it was."""
+    if ckpt_path is None:
+        raise UserError("export needs --ckpt_path: the checkpoint to export (runs/<name>/version_N/checkpoints/best.ckpt)")
+    if check_samples < 1:
+        raise UserError(f"--check_samples must be >= 1 (test samples the export is checked on), got {check_samples}")
+    source = Path(ckpt_path)
+    folder = Path(output) if output else source.parent
+    writable_folder(folder)
+    checkpoint = read_checkpoint(source)
+    datamodule.setup("test")
+    if (state := datamodule_state(checkpoint, datamodule)) is not None:
+        datamodule.load_state_dict(state)  # the statistics the model was trained with
+    model.fit_to(datamodule)
+    model.on_load_checkpoint(checkpoint)  # refuses the checkpoint of another model in one line
+    model.load_state_dict(checkpoint["state_dict"])
+    model.float().eval()  # exported in float32, whatever the training precision
+    inputs = datamodule.inference_inputs()
+    graph = ExportedGraph(InputPreprocessing(inputs), model.net).eval()
+    samples = min(check_samples, len(inputs.test_inputs))  # type: ignore[arg-type]
+    if samples == 0:
+        raise UserError("the test split is empty: the export is checked on test samples (set data.test_fraction > 0)")
+
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
+        written = Path(scratch)
+        onnx_file = written / f"{source.stem}.onnx"
+        write_onnx(graph, torch.stack([inputs.test_inputs[i][0] for i in range(min(2, samples))]).float(), onnx_file)
+        difference, same_classes = compare(model, datamodule, inputs, onnx_file, samples)
+        check = {"split": "test", "samples": samples, "max_abs_difference": difference, "limit": LIMIT, "same_classes": same_classes}
+        if difference > LIMIT or not same_classes:
+            what = f"largest difference {difference:.2g} (limit {LIMIT:g})" + ("" if same_classes else ", and predicted classes differ")
+            raise UserError(f"the exported {type(model.net).__name__} does not compute what the checkpoint does on {samples} test "
+                            f"samples: {what}; nothing was written. Look in forward() for randomness in eval mode "
+                            "(F.dropout(training=True)) and for values taken out of torch (numpy, .item()), which are traced as constants")
+        write_weights(model.net, written / f"{source.stem}.safetensors")
+        description = describe(model, inputs, checkpoint, source, check)
+        (written / f"{source.stem}.json").write_text(json.dumps(description, indent=2) + "\n")
+        for file in written.iterdir():
+            os.chmod(file, 0o666 & ~current_umask())  # as readable as the checkpoint (safetensors writes 0600)
+            os.replace(file, folder / file.name)
+    onnx_path = folder / f"{source.stem}.onnx"
+    lines = [(f"Exported {onnx_path} (and .safetensors, .json); checked on {samples} test samples: "
+              f"largest difference {difference:.2g} (limit {LIMIT:g}), same predicted classes"),
+             "Serve it over HTTP (no Lightning; POST /predict):", "  " + shlex.join(script_command(SERVE_PY, [str(onnx_path)]))]
+    if inputs.example_path is not None:
+        lines += ["Predict with it alone (predictions.csv, as train.py predict writes):",
+                  "  " + shlex.join(script_command(PREDICT_ONNX_PY, [str(onnx_path), inputs.example_path]))]
+    rank_zero_info("\n".join(lines))
+    return onnx_path
+
+
+def writable_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot write the export to {folder}: {error.strerror or error}") from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the export to {folder}: the folder is not writable")
+
+
+def write_onnx(graph: ExportedGraph, example: torch.Tensor, path: Path) -> None:
+    """``graph`` as ONNX (torch's exporter, from ``torch.export``) with a dynamic batch axis, in one file."""
+    chatter = io.StringIO()  # the exporter prints its steps, and whole graphs when it fails
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+            program.save(str(path))
+    except Exception as error:  # the exporter raises many kinds
+        raise UserError(f"{type(graph.net).__name__} does not export to ONNX: {export_failure(str(error))[:600]}. Write "
+                        "forward() with torch operations only, without Python branches on tensor values") from error
+
+
+@torch.no_grad()
+def compare(model: TrainingModule, datamodule: ProjectDataModule, inputs: InferenceInputs, onnx_file: Path,
+            samples: int) -> tuple[float, bool]:
+    """The largest difference between the model's outputs on the first ``samples`` test samples,
+    as its data module feeds them, and the exported graph's on the same samples' raw inputs;
+    and whether they predict the same classes."""
+    import onnxruntime
+
+    trained = []
+    for batch in datamodule.test_dataloader():
+        trained.append(model(datamodule.on_after_batch_transfer(batch, 0)[0].float()))
+        if sum(len(t) for t in trained) >= samples:
+            break
+    expected = torch.cat(trained)[:samples].reshape(samples, -1).numpy()
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    raw = DataLoader(Subset(inputs.test_inputs, range(samples)), batch_size=64)
+    got = np.concatenate([session.run(None, {INPUT: x.float().numpy()})[0] for x, *_ in raw]).reshape(samples, -1)
+    task = model.export_outputs()["task"]
+    classes = predicted_classes(expected, task)
+    return float(np.abs(expected - got).max()), classes is None or bool((classes == predicted_classes(got, task)).all())
+
+
+def write_weights(net: nn.Module, path: Path) -> None:
+    """The net's state dict as safetensors (``net.load_state_dict(safetensors.torch.load_file(path))``)."""
+    from safetensors.torch import save_file
+
+    save_file({key: tensor.detach().contiguous() for key, tensor in net.state_dict().items()}, str(path),
+              metadata={"net": type(net).__name__})
+
+
+def describe(model: TrainingModule, inputs: InferenceInputs, checkpoint: dict[str, Any], source: Path,
+             check: dict[str, Any]) -> dict[str, Any]:
+    """The JSON beside the graph: what a caller feeds it, what comes out, and where it came from."""
+    record = source.parent.parent / "record.json"  # runs/<name>/version_N/checkpoints/<file>.ckpt
+    steps = {"reshape": list(inputs.reshape) if inputs.reshape is not None else None, "resize_to": inputs.resize_to,
+             "mean": inputs.mean.flatten().tolist() if inputs.mean is not None else None,
+             "std": inputs.std.flatten().tolist() if inputs.std is not None else None}
+    return {
+        "format": FORMAT,
+        "files": {"onnx": f"{source.stem}.onnx", "weights": f"{source.stem}.safetensors"},
+        "input": {"name": INPUT, "shape": list(inputs.raw_shape), "dtype": "float32", "batch_axis": 0},
+        "preprocessing": {
+            "reader": inputs.reader,
+            "reader_steps": reader_steps(inputs.reader),
+            "in_graph": {key: value for key, value in steps.items() if value is not None},
+        },
+        "outputs": {"name": OUTPUT, **model.export_outputs()},
+        "net": checkpoint.get("hyper_parameters", {}).get("net"),
+        "source": {"checkpoint": str(source.resolve()), "sha256": file_sha256(source),
+                   "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
+                   "run_record": str(record.resolve()) if record.is_file() else None},
+        "check": check,
+        "versions": {name: importlib.metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
+    }
+
+
+def reader_steps(reader: dict[str, Any]) -> list[str]:
+    """``reader`` in words, for a caller who reads files in another language."""
+    if reader["kind"] == "image":
+        mode = "grayscale (PIL mode L)" if reader["channels"] == 1 else "RGB"
+        return [f"convert to {mode}", f"resize to {reader['size']}x{reader['size']} (PIL bilinear)",
+                "pixels as float32 / 255, channels first (C x H x W)"]
+    return ["a row of numbers as the data file holds it (CSV columns, or the rows of the .npz/.pt array), as float32"]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,345 @@
+"""From a checkpoint to a model an application can use: ``train.py export`` (ONNX with its
+preprocessing, safetensors, JSON), checked equal to the trained model; ``predict_onnx.py``
+without Lightning, writing what ``train.py predict`` writes; ``serve.py`` answering real HTTP
+requests; and one line for each bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import torchvision
+from conftest import QUIET, REPO, make_image_tree, make_mnist_files, read_csv, write_png
+from safetensors.torch import load_file
+from sklearn.datasets import load_digits
+from torch import nn
+
+from project.datamodules import ImageFolderDataModule, ImageTransforms, TensorDataModule, TorchvisionDataModule
+from project.engine.cli import main
+from project.engine.internals import EXPORT_CALL, EXPORT_SUMMARY, export_failure
+from project.inference.inputs import IMAGE_SUFFIXES
+
+pytestmark = pytest.mark.xdist_group("export")  # the runs below are made once, on one worker
+
+CONFIGS = REPO / "configs"
+RESIZED = ["--data.transforms.image_size=32", "--data.loader.num_workers=0", "--data.loader.global_batch_size=8"]
+RUNS = {  # name -> (config, extra fit options, the inputs predict reads, the option that names them)
+    "lenet_digits": ("lenet_digits", ["--trainer.max_epochs=1"], "rows.csv", "--data.predict_path"),
+    "lenet_imagefolder": ("lenet_imagefolder", ["--trainer.max_epochs=1", "--data.data_dir=images", "--data.loader.num_workers=0"],
+                          "new", "--data.predict_dir"),
+    "two_layer_regression": ("two_layer_regression", ["--trainer.max_epochs=2", "--data.path=data/regression.csv",
+                                                      "--data.num_target_columns=2", "--data.standardize=true"],
+                             "regression_rows.csv", "--data.predict_path"),
+    "resnet_finetune": ("resnet_finetune", ["--trainer.max_epochs=1", "--data.data_dir=images", *RESIZED], "new", "--data.predict_dir"),
+    "resnet_finetune_unfreeze": ("resnet_finetune_unfreeze", ["--trainer.max_epochs=2", "--model.unfreeze_at_epoch=1",
+                                                              "--data.data_dir=images", *RESIZED], "new", "--data.predict_dir"),
+}
+
+
+class BranchingNet(nn.Module):
+    """Branches in Python on a tensor's value: trains, but torch.export cannot trace it."""
+
+    def __init__(self, num_outputs: int, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.layer = nn.Linear(int(np.prod(input_shape)), num_outputs)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.layer(x.flatten(1))
+        return -self.layer(x.flatten(1))
+
+
+class AlwaysDropoutNet(BranchingNet):
+    """Drops out in eval mode too (``training=True``): exports, but computes something else each call."""
+
+    def forward(self, x):
+        return self.layer(nn.functional.dropout(x.flatten(1), p=0.5, training=True))
+
+
+def best_checkpoint(root: Path, name: str) -> Path:
+    return next((root / "runs" / name / "version_0" / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A working folder with data of each kind and a trained, exported run per entry of ``RUNS``."""
+    root = tmp_path_factory.mktemp("export")
+    make_image_tree(root / "images", per_class=12)
+    for i in range(5):
+        write_png(root / "new" / f"sample{i}.png", i % 2, "RGB", size=20, seed=700 + i)
+    np.savetxt(root / "rows.csv", load_digits().data[:30] / 16.0, delimiter=",", fmt="%.6f")
+    generator = np.random.default_rng(0)
+    x = generator.normal(size=(120, 6)) * [1, 10, 100, 1, 1, 1]
+    (root / "data").mkdir()
+    np.savetxt(root / "data" / "regression.csv", np.hstack([x, x[:, :2] @ [[1.0, 0.5], [0.1, -1.0]]]), delimiter=",")
+    np.savetxt(root / "regression_rows.csv", x[:15], delimiter=",")
+    (root / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(5)
+    torch.save(torchvision.models.resnet18().state_dict(), root / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("TORCH_HOME", str(root / "torch"))
+        for name, (config, extra, _, _) in RUNS.items():
+            main(["fit", "--config", str(CONFIGS / f"{config}.yaml"), *extra, *QUIET])
+            run = root / "runs" / name / "version_0"
+            main(["export", "--config", str(run / "config.yaml"), "--ckpt_path", str(best_checkpoint(root, name)), *QUIET])
+    return root
+
+
+def exported(root: Path, name: str) -> Path:
+    return best_checkpoint(root, name).with_suffix(".onnx")
+
+
+def predict_onnx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "predict_onnx.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNS))
+def test_an_export_is_onnx_safetensors_and_json_and_takes_any_batch(workdir, name):
+    onnx_path = exported(workdir, name)
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    checkpoint = torch.load(best_checkpoint(workdir, name), map_location="cpu", weights_only=True)
+    assert meta["check"]["max_abs_difference"] <= 1e-4 and meta["check"]["same_classes"] and meta["check"]["samples"] > 0
+    assert meta["source"]["checkpoint"] == str(best_checkpoint(workdir, name).resolve())
+    assert Path(meta["source"]["run_record"]).name == "record.json"
+    assert meta["outputs"]["task"] == ("regression" if "regression" in name else "multiclass")
+    assert meta["outputs"].get("class_names", checkpoint.get("class_names")) == checkpoint.get("class_names")
+    weights = load_file(onnx_path.with_suffix(".safetensors"))
+    net_state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    assert weights.keys() == net_state.keys() and all(torch.equal(weights[k], net_state[k].float()) for k in weights)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    shape = meta["input"]["shape"]
+    for batch in (1, 3, 64):  # the batch axis is dynamic
+        assert session.run(None, {"input": np.random.rand(batch, *shape).astype(np.float32)})[0].shape[0] == batch
+    assert not list(onnx_path.parent.glob(".export-*"))  # the scratch folder is gone
+
+
+def test_preprocessing_that_is_arithmetic_is_inside_the_graph(workdir):
+    digits = json.loads(exported(workdir, "lenet_digits").with_suffix(".json").read_text())
+    assert digits["input"]["shape"] == [64] and digits["preprocessing"]["reader"]["kind"] == "table"
+    assert digits["preprocessing"]["in_graph"]["reshape"] == [1, 8, 8] and digits["preprocessing"]["in_graph"]["resize_to"] == 32
+    assert len(digits["preprocessing"]["in_graph"]["mean"]) == 1  # standardised per channel, in the graph
+    # ... with the statistics the checkpoint keeps: Lightning saves the data module's state under its class name
+    checkpoint = torch.load(best_checkpoint(workdir, "lenet_digits"), map_location="cpu", weights_only=True)
+    assert checkpoint[TensorDataModule.__qualname__]["mean"].flatten().tolist() == digits["preprocessing"]["in_graph"]["mean"]
+    resnet = json.loads(exported(workdir, "resnet_finetune").with_suffix(".json").read_text())
+    assert resnet["input"]["shape"] == [3, 32, 32]
+    assert resnet["preprocessing"]["in_graph"]["mean"] == pytest.approx([0.485, 0.456, 0.406])  # the caller feeds 0-1 pixels
+    assert resnet["preprocessing"]["reader"] == {"kind": "image", "channels": 3, "size": 32}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNS))
+def test_predict_from_the_export_alone_writes_the_rows_train_py_predict_writes(workdir, name, monkeypatch):
+    _, _, inputs, option = RUNS[name]
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("TORCH_HOME", str(workdir / "torch"))
+    run = workdir / "runs" / name / "version_0"
+    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(best_checkpoint(workdir, name)), f"{option}={inputs}", *QUIET])
+    lightning_rows = read_csv(max((workdir / "runs" / name).glob("version_*/predictions.csv"), key=os.path.getmtime))
+    output = f"onnx_{name}.csv"
+    done = predict_onnx(str(exported(workdir, name)), inputs, "--output", output, cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    onnx_rows = read_csv(workdir / output)
+    assert [row["input"] for row in onnx_rows] == [row["input"] for row in lightning_rows] and len(onnx_rows) >= 5
+    if "regression" in name:  # numbers written in full: float32 rounding of two runtimes
+        assert list(onnx_rows[0]) == ["input", "prediction_0", "prediction_1"]
+        def values(rows):
+            return np.array([[float(v) for key, v in row.items() if key != "input"] for row in rows])
+
+        assert np.allclose(values(onnx_rows), values(lightning_rows), atol=1e-5)
+    else:
+        assert onnx_rows == lightning_rows
+
+
+def test_predict_from_the_export_imports_neither_lightning_nor_torch(workdir):
+    script = ("import sys; from project.inference.predict import main; main(sys.argv[1:]); "
+              "assert not [m for m in sys.modules if m.split('.')[0] in ('lightning', 'torch', 'torchvision')], 'imported'")
+    done = subprocess.run([sys.executable, "-c", script, str(exported(workdir, "lenet_digits")), "rows.csv", "--output",
+                           "no_torch.csv"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(read_csv(workdir / "no_torch.csv")) == 30
+
+
+# -- the HTTP server -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(workdir):
+    """``serve.py`` on a free localhost port for the image model; yields its URL."""
+    process = subprocess.Popen([sys.executable, str(REPO / "serve.py"), str(exported(workdir, "lenet_imagefolder")), "--port", "0",
+                                "--max_upload_mb", "10"], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    assert "Serving" in line, process.stderr.read()
+    yield line.split(" at ")[1].split()[0]
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def post(url: str, body: bytes, content_type: str | None) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/predict", data=body, method="POST")
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def multipart(files: dict[str, bytes]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+             f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n" for name, content in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.slow
+def test_the_server_answers_images_and_batches_as_predict_onnx_does(workdir, server):
+    pictures = sorted((workdir / "new").glob("*.png"))
+    status, answer = post(server, pictures[0].read_bytes(), "image/png")
+    assert status == 200
+    (first,) = answer["predictions"]
+    assert set(first["probabilities"]) == {"cat", "dog"} and sum(first["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert first["class"] == first["top_k"][0]["class"] and first["probability"] == first["top_k"][0]["probability"]
+    status, answer = post(server, *multipart({p.name: p.read_bytes() for p in pictures}))
+    assert status == 200 and [p["input"] for p in answer["predictions"]] == [p.name for p in pictures]
+    done = predict_onnx(str(exported(workdir, "lenet_imagefolder")), "new", "--output", "served.csv", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(workdir / "served.csv")
+    assert [(p["class"], f"{p['probability']:.4f}") for p in answer["predictions"]] == [(r["predicted_class"], r["probability"]) for r in rows]
+    with urllib.request.urlopen(server + "/health", timeout=30) as health:
+        assert json.loads(health.read()) == {"status": "ok"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "says"),
+    [
+        (b"just some text, not a picture", "image/png", 400, "cannot read image the upload"),
+        (b"", "image/png", 400, "the body is empty"),
+        (bytes(20 * 1024 * 1024), "image/png", 413, "more than the 10 MB"),
+        (b'{"inputs": [[1, 2', "application/json", 400, "not valid JSON"),
+        (b'{"rows": []}', "application/json", 422, 'expected a JSON object {"inputs"'),
+        (b'{"inputs": [[1, 2, 3]]}', "application/json", 422, "numbers, got shape 1x3"),
+        (b"x", "text/plain", 415, "Content-Type text/plain is not taken"),
+        ("multipart-text", None, 400, "cannot read image notes.txt"),
+    ],
+)
+def test_every_bad_request_gets_a_4xx_with_one_line_of_reason(server, body, content_type, status, says):
+    if body == "multipart-text":
+        body, content_type = multipart({"notes.txt": b"a text file posing as a picture"})
+    got, answer = post(server, body, content_type)
+    assert got == status and says in answer["error"] and "\n" not in answer["error"], answer
+    assert post(server, *multipart({"ok.png": (REPO / "tests").joinpath("conftest.py").read_bytes()}))[0] == 400  # still serving
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def export_error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(["export", *args, *QUIET])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_exports_get_one_line_and_leave_nothing(workdir, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(workdir)
+    digits_config = str(workdir / "runs" / "lenet_digits" / "version_0" / "config.yaml")
+    image_config = str(workdir / "runs" / "lenet_imagefolder" / "version_0" / "config.yaml")
+    digits = str(best_checkpoint(workdir, "lenet_digits"))
+    assert "error: checkpoint not found: nowhere.ckpt" in export_error(["--config", digits_config, "--ckpt_path", "nowhere.ckpt"], capsys)
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(Path(digits).read_bytes()[:300])
+    assert "is not a readable checkpoint" in export_error(["--config", digits_config, "--ckpt_path", str(damaged)], capsys)
+    assert "the data has 2 classes (cat, dog) but model.num_classes is 10" in export_error(
+        ["--config", image_config, "--ckpt_path", digits], capsys)  # a checkpoint of another model
+    (tmp_path / "a_file").write_text("")
+    assert "cannot write the export to" in export_error(
+        ["--config", digits_config, "--ckpt_path", digits, "--output", str(tmp_path / "a_file" / "exports")], capsys)
+    assert "export needs --ckpt_path" in export_error(["--config", digits_config], capsys)
+
+
+@pytest.mark.parametrize(("net", "says"), [
+    ("BranchingNet", "BranchingNet does not export to ONNX: GuardOnDataDependentSymNode"),
+    ("AlwaysDropoutNet", "the exported AlwaysDropoutNet does not compute what the checkpoint does on"),
+])
+def test_a_net_that_does_not_export_is_named_with_the_line_that_failed(net, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(CONFIGS / "two_layer_digits.yaml"), f"--model.net=test_export.{net}", "--trainer.max_epochs=1", *QUIET])
+    checkpoint = best_checkpoint(tmp_path, "two_layer_digits")
+    capsys.readouterr()
+    err = export_error(["--config", str(checkpoint.parents[1] / "config.yaml"), "--ckpt_path", str(checkpoint)], capsys)
+    assert says in err
+    if net == "BranchingNet":
+        assert "test_export.py" in err and "if x.sum() > 0:" in err
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == sorted(p.name for p in checkpoint.parent.glob("*.ckpt"))
+
+
+def test_the_exporters_failure_wording_is_what_export_failure_reads():
+    """torch's wording (internals.export_failure): an exception summary, then the call that raised."""
+    try:
+        torch.onnx.export(BranchingNet(2, (4,)).eval(), (torch.rand(3, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},),
+                          external_data=False, verbose=False)
+    except Exception as error:  # noqa: BLE001
+        message = str(error)
+    assert EXPORT_SUMMARY in message and EXPORT_CALL in message
+    assert export_failure(message).startswith("GuardOnDataDependentSymNode: Could not guard on data-dependent expression")
+
+
+@pytest.mark.parametrize("kind", ["torchvision", "image_folder"])
+def test_image_data_modules_give_raw_pixels_that_their_normalisation_makes_their_test_inputs(kind, tmp_path):
+    transforms = ImageTransforms(image_size=28, channels=1, mean=[0.1307], std=[0.3081])
+    if kind == "torchvision":
+        data = TorchvisionDataModule(root=str(make_mnist_files(tmp_path)), transforms=transforms)
+    else:
+        data = ImageFolderDataModule(data_dir=str(make_image_tree(tmp_path / "images", per_class=10)), transforms=transforms)
+    data.setup("test")
+    inputs = data.inference_inputs()
+    raw, target = inputs.test_inputs[3]
+    normalised, expected_target = data.test_set[3]
+    assert torch.allclose((raw - inputs.mean) / inputs.std, normalised, atol=1e-6) and target == expected_target
+    assert 0 <= raw.min() and raw.max() <= 1 and inputs.raw_shape == (1, 28, 28)
+    assert inputs.reader == {"kind": "image", "channels": 1, "size": 28}
+    assert inputs.example_path == (None if kind == "torchvision" else str(tmp_path / "images"))
+
+
+def test_the_image_suffixes_are_torchvisions():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    assert IMAGE_SUFFIXES == IMG_EXTENSIONS
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda root, model: ["missing.onnx", "rows.csv"], "exported model not found: missing.onnx"),
+    (lambda root, model: [str(model), "nowhere.csv"], "inputs not found: nowhere.csv"),
+    (lambda root, model: [str(model), "regression_rows.csv"], "a row of this model holds 64 numbers, got shape 15x6"),
+    (lambda root, model: [str(model), "rows.csv", "--output", "rows.csv"], "rows.csv exists: give another --output"),
+    (lambda root, model: [str(model), "images"], "this model takes table rows of 64 numbers (a .csv, .npy, .npz or .pt file), not images"),
+])
+def test_predict_onnx_refuses_bad_input_in_one_line(workdir, make, says):
+    done = predict_onnx(*make(workdir, exported(workdir, "lenet_digits")), cwd=workdir)
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: ") and says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_predict_onnx_refuses_a_damaged_model_and_a_missing_description(workdir, tmp_path):
+    model = exported(workdir, "lenet_digits")
+    (tmp_path / "cut.onnx").write_bytes(model.read_bytes()[:1000])
+    (tmp_path / "cut.json").write_text(model.with_suffix(".json").read_text())
+    (tmp_path / "alone.onnx").write_bytes(model.read_bytes())
+    for name, says in (("cut.onnx", "is not a readable ONNX model"), ("alone.onnx", "alone.json not found")):
+        done = predict_onnx(str(tmp_path / name), str(workdir / "rows.csv"), "--output", str(tmp_path / "p.csv"), cwd=tmp_path)
+        assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
