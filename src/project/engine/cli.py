@@ -225,8 +225,8 @@ def print_next_commands(trainer: Trainer) -> None:
     which = "Best" if trainer.checkpoint_callback.monitor else "Last"  # no validation split: the last one
     lines = [f"{which} checkpoint: {best}", "Test it:", "  " + command("test")]
     new_inputs = trainer.datamodule.new_inputs_option
-    lines += [f"Predict the test split{f', or new inputs with {new_inputs} added' if new_inputs else ''} "
-              "(predictions.csv in a new run folder):", "  " + command("predict"),
+    lines += [(f"Predict the test split{f', or new inputs with {new_inputs} added' if new_inputs else ''} "
+               "(predictions.csv in a new run folder):"), "  " + command("predict"),
               "Export it (ONNX with its preprocessing, safetensors, JSON; beside the checkpoint):", "  " + command("export")]
     rank_zero_info("\n".join(lines))
 

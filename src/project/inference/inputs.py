@@ -20,6 +20,10 @@ TABLE_SUFFIXES = (".pt", ".npz", ".npy", ".csv")
 # -- images -------------------------------------------------------------------------------------
 
 
+class UnreadableImage(UserError):
+    """A file that PIL cannot decode as an image."""
+
+
 def is_hidden(path: Path, root: Path) -> bool:
     """Below ``root``, in or under a folder or file whose name starts with a dot (``.ipynb_checkpoints``,
     ``.DS_Store``, ``.git``): what editors and tools leave beside the data, never data."""
@@ -61,7 +65,7 @@ def image_pixels(source: str | bytes, channels: int, size: int, name: str | None
             image.load()
             resized = in_mode(image, channels).resize((size, size), Image.BILINEAR)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
-        raise UserError(f"cannot read image {label}: {error}") from error
+        raise UnreadableImage(f"cannot read image {label}: {error}") from error
     pixels = np.asarray(resized, dtype=np.float32) / 255
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 

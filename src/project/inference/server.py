@@ -26,6 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from project.engine.errors import UserError
+from project.inference.inputs import UnreadableImage
 from project.inference.model import ExportedModel
 
 MEGABYTE = 1 << 20
@@ -104,8 +105,10 @@ def read_request(model: ExportedModel, kind: str, body: bytes, files: list[tuple
             names, inputs = ["upload"], model.image(body, "the upload")[None]
         else:
             raise BadRequest(415, f"Content-Type {kind or '(none)'} is not taken: send image/*, multipart/form-data or application/json")
-    except UserError as error:
-        raise BadRequest(400 if "cannot read image" in str(error) else 422, str(error)) from None
+    except UnreadableImage as error:
+        raise BadRequest(400, str(error)) from None
+    except UserError as error:  # inputs that do not fit the model
+        raise BadRequest(422, str(error)) from None
     if len(inputs) > max_batch:
         raise BadRequest(413, f"{len(inputs)} inputs in one request, more than the {max_batch} this server takes")
     return names, inputs
