@@ -236,11 +236,14 @@ def test_the_server_answers_images_and_batches_as_predict_onnx_does(workdir, ser
         (b'{"inputs": [[1, 2, 3]]}', "application/json", 422, "numbers, got shape 1x3"),
         (b"x", "text/plain", 415, "Content-Type text/plain is not taken"),
         ("multipart-text", None, 400, "cannot read image notes.txt"),
+        ("multipart-many", None, 413, "257 files in one request, more than the 256"),
     ],
 )
 def test_every_bad_request_gets_a_4xx_with_one_line_of_reason(server, body, content_type, status, says):
     if body == "multipart-text":
         body, content_type = multipart({"notes.txt": b"a text file posing as a picture"})
+    elif body == "multipart-many":
+        body, content_type = multipart({f"{i}.png": b"counted before it is read" for i in range(257)})
     got, answer = post(server, body, content_type)
     assert got == status and says in answer["error"] and "\n" not in answer["error"], answer
     assert post(server, *multipart({"ok.png": (REPO / "tests").joinpath("conftest.py").read_bytes()}))[0] == 400  # still serving

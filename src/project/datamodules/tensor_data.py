@@ -14,7 +14,7 @@ from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, loader_class
 from project.engine.errors import UserError
 from project.engine.provenance import hash_tensors
-from project.inference.inputs import is_text, read_arrays, some_rows
+from project.inference.inputs import is_text, non_finite_rows, read_arrays, some_rows
 
 BUILTIN_DATASETS = ("digits", "iris")
 
@@ -215,7 +215,7 @@ class TensorDataModule(ProjectDataModule):
             # New inputs only: the training file is not read; standardisation statistics come from
             # the checkpoint (load_state_dict).
             inputs, _, _ = load_tensor_file(self.predict_path, self.input_key, None, 0)
-            if rows := (~finite_samples(inputs)).nonzero().flatten().tolist():
+            if rows := non_finite_rows(inputs.numpy()):  # as predict_onnx.py refuses them
                 raise UserError(f"{self.predict_path}: {len(rows)} row(s) hold NaN/inf ({some_rows(rows)}): "
                                 "a prediction for them would be NaN; fill or remove them")
             self.predict_set = TensorDataset(self.shaped(inputs))

@@ -2,7 +2,6 @@
 
 import importlib
 import logging
-import os
 import pkgutil
 import re
 import shlex
@@ -11,7 +10,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, NoReturn
 
 import torch.distributed as dist
@@ -41,11 +39,11 @@ from project.engine.callbacks import LatestBestCheckpoint
 from project.engine.callbacks.run_record import scalar_metrics
 from project.engine.data import ProjectDataModule
 from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
-from project.engine.errors import UserError, find_user_error
+from project.engine.errors import find_user_error
 from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
 from project.engine.loggers import run_folder
 from project.engine.module import TrainingModule
-from project.engine.paths import BASE_CONFIG, train_command
+from project.engine.paths import BASE_CONFIG, check_folder_can_be_written, train_command
 from project.engine.preflight import check_accelerator, check_config_sizes, check_seed, trainer_options_checked
 from project.engine.provenance import unused_name
 from project.engine.resume import checkpoint_root, find_checkpoint
@@ -179,7 +177,8 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
             under = under[subcommand] if subcommand else under
             for line in command_line_overrides(under, config, args, subcommand == "fit"):
                 rank_zero_info(line)
-        check_output_folder(checkpoint_root(config["trainer"]))
+        root = checkpoint_root(config["trainer"])
+        check_folder_can_be_written(root, f"cannot write runs under {root}")
         check_seed(config.get("seed_everything"))
         check_accelerator(config["trainer"].get("accelerator"))
 
@@ -229,18 +228,6 @@ def print_next_commands(trainer: Trainer) -> None:
                "(predictions.csv in a new run folder):"), "  " + command("predict"),
               "Export it (ONNX with its preprocessing, safetensors, JSON; beside the checkpoint):", "  " + command("export")]
     rank_zero_info("\n".join(lines))
-
-
-def check_output_folder(root: Path) -> None:
-    """Refuse, before any work, a run folder that cannot be made: under a file, or in a folder
-    this user may not write to."""
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot write runs under {root}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write runs under {root}: {existing} is not writable")
 
 
 def remove_empty_run_folder(trainer: Trainer) -> None:

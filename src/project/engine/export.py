@@ -30,7 +30,7 @@ from project.engine.data import InferenceInputs, ProjectDataModule
 from project.engine.errors import UserError
 from project.engine.internals import datamodule_state, export_failure
 from project.engine.module import TrainingModule
-from project.engine.paths import PREDICT_ONNX_PY, SERVE_PY, script_command
+from project.engine.paths import PREDICT_ONNX_PY, SERVE_PY, check_folder_can_be_written, script_command
 from project.inference.model import FORMAT
 from project.inference.predictions import predicted_classes
 
@@ -82,7 +82,7 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
         raise UserError(f"--check_samples must be >= 1 (test samples the export is checked on), got {check_samples}")
     source = Path(ckpt_path)
     folder = Path(output) if output else source.parent
-    writable_folder(folder)
+    check_folder_can_be_written(folder, f"cannot write the export to {folder}")
     checkpoint = read_checkpoint(source)
     datamodule.setup("test")
     if (state := datamodule_state(checkpoint, datamodule)) is not None:
@@ -97,6 +97,7 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
     if samples == 0:
         raise UserError("the test split is empty: the export is checked on test samples (set data.test_fraction > 0)")
 
+    folder.mkdir(parents=True, exist_ok=True)  # only now: a refused checkpoint or data leaves no new folder
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
         written = Path(scratch)
         onnx_file = written / f"{source.stem}.onnx"
@@ -123,15 +124,6 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
                   "  " + shlex.join(script_command(PREDICT_ONNX_PY, [str(onnx_path), inputs.example_path]))]
     rank_zero_info("\n".join(lines))
     return onnx_path
-
-
-def writable_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot write the export to {folder}: {error.strerror or error}") from error
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the export to {folder}: the folder is not writable")
 
 
 def write_onnx(graph: ExportedGraph, example: torch.Tensor, path: Path) -> None:

@@ -22,15 +22,12 @@ from project.engine.resume import ResumeState
 from project.engine.schedules import LRSchedule, build_schedulers
 from project.engine.signals import StopOnSignal
 from project.engine.speed import SpeedOptions
+from project.inference.inputs import shape_text
 
 NetFactory = Callable[[int, tuple[int, ...]], nn.Module]
 """A net class from ``project.nets`` (or any ``nn.Module``) whose first two arguments are its number
 of outputs and the shape of one input sample. The config gives its other arguments; the module
 fills in these two from the data (or from the checkpoint it is loading)."""
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    return "x".join(str(n) for n in shape)
 
 
 class TrainingModule(PlainHookNameWrites, LightningModule):

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from project.engine.errors import UserError
+
 REPOSITORY = Path(__file__).resolve().parents[3]
 TRAIN_PY = REPOSITORY / "train.py"
 PREDICT_ONNX_PY = REPOSITORY / "predict_onnx.py"
@@ -26,3 +28,15 @@ def train_command(subcommand: str, args: list[str]) -> list[str]:
 def runs_root(trainer_config: Any) -> Path:
     """Where runs go: ``runs``, or ``trainer.default_root_dir`` when that is given."""
     return Path(trainer_config.get("default_root_dir") or RUNS)
+
+
+def check_folder_can_be_written(folder: Path, refusal: str) -> None:
+    """Refuse, before any work, a folder that cannot be made or written to: under a file, or in a
+    folder this user may not write to (``refusal`` starts the message). Nothing is created."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{refusal}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{refusal}: {existing} is not writable")

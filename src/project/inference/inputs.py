@@ -187,6 +187,11 @@ def read_arrays(path: str, input_key: str = "x", target_key: str | None = "y",
     return inputs, None if targets is None else np.asarray(targets)
 
 
+def shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    """``1x28x28``."""
+    return "x".join(str(n) for n in shape)
+
+
 def non_finite_rows(inputs: np.ndarray) -> list[int]:
     """The rows of ``inputs`` that hold NaN or inf."""
     if inputs.dtype.kind != "f":

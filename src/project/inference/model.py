@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from project.engine.errors import UserError
-from project.inference.inputs import IMAGE_SUFFIXES, image_files, image_pixels, non_finite_rows, read_arrays, some_rows
+from project.inference.inputs import (
+    IMAGE_SUFFIXES,
+    image_files,
+    image_pixels,
+    non_finite_rows,
+    read_arrays,
+    shape_text,
+    some_rows,
+)
 from project.inference.predictions import TASKS, prediction_rows, probabilities
 
 FORMAT = 1  # of the JSON; a reader refuses others
@@ -50,8 +58,8 @@ class ExportedModel:
     def outputs(self, inputs: np.ndarray) -> np.ndarray:
         """The net's outputs for a batch of raw inputs (``N x input shape``)."""
         if tuple(inputs.shape[1:]) != self.input_shape:
-            raise UserError(f"inputs of shape {'x'.join(map(str, inputs.shape[1:]))} per sample, but the model takes "
-                            f"{'x'.join(map(str, self.input_shape))}")
+            raise UserError(f"inputs of shape {shape_text(inputs.shape[1:])} per sample, but the model takes "
+                            f"{shape_text(self.input_shape)}")
         return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
 
     def predict(self, inputs: np.ndarray) -> list[dict[str, Any]]:
@@ -66,7 +74,7 @@ class ExportedModel:
     def image(self, source: str | bytes, name: str | None = None) -> np.ndarray:
         """One image file (a path or its bytes) as the raw input the graph takes."""
         if not self.reads_images:
-            raise UserError(f"{name or source}: this model takes table rows of {'x'.join(map(str, self.input_shape))} numbers, not images")
+            raise UserError(f"{name or source}: this model takes table rows of {shape_text(self.input_shape)} numbers, not images")
         return image_pixels(source, self.reader["channels"], self.reader["size"], name)
 
     def rows(self, values: Any, name: str) -> np.ndarray:
@@ -78,8 +86,8 @@ class ExportedModel:
         if array.shape == self.input_shape:
             array = array[None]
         if array.ndim == 0 or tuple(array.shape[1:]) != self.input_shape:
-            raise UserError(f"{name}: a row of this model holds {'x'.join(map(str, self.input_shape))} numbers, "
-                            f"got shape {'x'.join(map(str, array.shape))}")
+            raise UserError(f"{name}: a row of this model holds {shape_text(self.input_shape)} numbers, "
+                            f"got shape {shape_text(array.shape)}")
         if bad := non_finite_rows(array):
             raise UserError(f"{name}: {len(bad)} row(s) hold NaN/inf ({some_rows(bad)})")
         return array
@@ -95,7 +103,7 @@ class ExportedModel:
                 return [str(path)], [str(path)]
             raise UserError(f"{path}: not a folder of images nor an image file ({', '.join(IMAGE_SUFFIXES)})")
         if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-            raise UserError(f"{path}: this model takes table rows of {'x'.join(map(str, self.input_shape))} numbers "
+            raise UserError(f"{path}: this model takes table rows of {shape_text(self.input_shape)} numbers "
                             "(a .csv, .npy, .npz or .pt file), not images")
         inputs, _ = read_arrays(str(path), self.reader.get("input_key", "x"), None, 0)
         return [f"row {i}" for i in range(len(inputs))], self.rows(inputs, str(path))

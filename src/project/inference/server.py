@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from project.engine.errors import UserError
-from project.inference.inputs import UnreadableImage
+from project.inference.inputs import UnreadableImage, shape_text
 from project.inference.model import ExportedModel
 
 MEGABYTE = 1 << 20
@@ -132,7 +132,8 @@ async def multipart_files(request: Request, body: bytes, limit: int, max_batch: 
         yield body
 
     try:
-        form = await MultiPartParser(request.headers, stream(), max_files=max_batch, max_fields=16, max_part_size=limit).parse()
+        # No count limit of starlette's (its refusal is a 400): the body's size bounds the count, and the 413 below names it.
+        form = await MultiPartParser(request.headers, stream(), max_files=limit, max_fields=16, max_part_size=limit).parse()
     except MultiPartException as error:
         raise BadRequest(400, f"the multipart body cannot be read: {error.message}") from None
     files = [(value.filename or key, await value.read()) for key, value in form.multi_items() if isinstance(value, UploadFile)]
@@ -191,6 +192,6 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(2)
     app = create_app(model, int(options.max_upload_mb * MEGABYTE), options.max_batch)
     host, port = listening.getsockname()[:2]
-    print(f"Serving {model.path} ({model.task}, input {'x'.join(map(str, model.input_shape))}) at http://{host}:{port}  "
+    print(f"Serving {model.path} ({model.task}, input {shape_text(model.input_shape)}) at http://{host}:{port}  "
           f"(POST /predict, GET /health, GET /metadata; Ctrl-C stops)", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
