@@ -67,3 +67,29 @@ class InjectedFault(Callback):
             for parameter in pl_module.parameters():
                 if parameter.grad is not None:
                     parameter.grad.fill_(float("inf"))
+
+
+class StepWeights(Callback):
+    """Saves the net's weights at the start of training and after every optimizer step, to
+    ``$PROJECT_STEP_WEIGHTS`` when training ends (tests of what is averaged or clipped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[dict[str, Any]] = []
+        self._step = -1
+
+    def _keep(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.global_step != self._step:
+            self._step = trainer.global_step
+            self.steps.append({k: v.detach().clone() for k, v in pl_module.net.named_parameters()})
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._keep(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        self._keep(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        import torch
+
+        torch.save(self.steps, os.environ["PROJECT_STEP_WEIGHTS"])

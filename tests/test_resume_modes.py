@@ -6,7 +6,9 @@ command and ``--resume auto``: first by SIGTERM (it finishes the step under way 
 4 steps). It must end at the step of the same command run through, with its weights (float32,
 1e-6: the same operations in the same order). Nothing here divides evenly: 36 training images in
 batches of 8 (five steps an epoch, the last of 4); 1,258 digits in global batches of 32, each
-accumulated over two batches of 16 (40 steps an epoch, the last of 10 digits).
+accumulated over two batches of 16 (40 steps an epoch, the last of 10 digits). With weight averaging,
+the averages (the checkpoint's ``state_dict``) and the weights being trained (``current_model_state``)
+must both come out equal.
 The plain DDP job's resumes are in test_distributed.py, the default job's in test_reliability.py.
 """
 
@@ -60,8 +62,16 @@ MODES = {
                                 printed_on_resume="backbone trainable, as the checkpoint left it"),
     # SIGTERM on the second batch of the window after step 16 (it stops after that window's step, 17);
     # SIGKILL on the second batch of the window after step 60 (epoch 1), resumed from step 60.
-    "accumulation": Mode(["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accumulate_grad_batches=2",
-                          "--trainer.max_epochs=2"], "inside_window:16:0:SIGTERM", "inside_window:60", 60, 80),
+    # With an EMA of the weights, clipping that bites, and MixUp or CutMix of the digits as 1x8x8
+    # images, each with its partner: the averages and the pairs resume too.
+    "accumulation, EMA, clipping, MixUp/CutMix": Mode(
+        ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accumulate_grad_batches=2", "--trainer.max_epochs=2",
+         "--weight_averaging=EMA", "--trainer.gradient_clip_val=0.5", "--data.input_shape=[1,8,8]", "--model.mixup_alpha=0.2",
+         "--model.cutmix_alpha=1.0"], "inside_window:16:0:SIGTERM", "inside_window:60", 60, 80),
+    # SWA from epoch 1: stopped by SIGTERM before it averaged anything (step 31), killed after it
+    # started (step 62, resumed from 60).
+    "SWA": Mode(["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=2", "--weight_averaging=SWA",
+                 "--weight_averaging.start_epoch=1"], "after_step:30:0:SIGTERM", "after_step:61", 60, 80),
     # Two ranks under torchrun, SIGTERM to torchrun after the unfreeze (step 6), then rank 1 SIGKILLed
     # and the group restarted by torchrun from step 8. The backbone's gradients are averaged by the
     # module, not by DDP, before and after the resume alike.
@@ -114,6 +124,10 @@ def test_a_run_stopped_by_sigterm_then_by_sigkill_ends_with_the_weights_of_an_un
 
     expected, final = last_checkpoint(tmp_path / "whole", 0), last_checkpoint(tmp_path / "stopped", 2)  # versions 0 and 1 were stopped
     assert final["global_step"] == expected["global_step"] == mode.ends_at_step
-    assert final["state_dict"].keys() == expected["state_dict"].keys()
-    worst = max((final["state_dict"][k].float() - expected["state_dict"][k].float()).abs().max().item() for k in expected["state_dict"])
-    assert worst <= 1e-6, f"largest weight difference {worst:.3g}"
+    for key in ("state_dict", "current_model_state"):  # the latter: the weights being trained, beside their average
+        assert (key in final) == (key in expected) == (key == "state_dict" or "--weight_averaging" in " ".join(mode.command))
+        if key in expected:
+            assert final[key].keys() == expected[key].keys()
+            worst = max((final[key][k].float() - expected[key][k].float()).abs().max().item() for k in expected[key])
+            assert worst <= 1e-6, f"{key}: largest weight difference {worst:.3g}"
+    assert final.get("averaged_steps") == expected.get("averaged_steps")

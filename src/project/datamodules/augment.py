@@ -6,6 +6,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+MIRRORED_DIGITS = "handwritten digits are not mirror-symmetric (a mirrored 2, 3, 4, 5, 6, 7 or 9 is no digit, or another one)"
+"""Why a test-time flip (``model.tta: hflip``) is refused for digit data sets."""
+
 
 @dataclass
 class BatchAffine:

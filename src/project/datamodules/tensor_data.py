@@ -8,7 +8,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
-from project.datamodules.augment import BatchAffine
+from project.datamodules.augment import MIRRORED_DIGITS, BatchAffine
 from project.datamodules.splits import split_sizes
 from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep_batch
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, loader_class
@@ -304,6 +304,11 @@ class TensorDataModule(ProjectDataModule):
             resize_to=self.resize_to, mean=self.mean, std=self.std, example_path=self.predict_path,
         )
 
+    def mirror_refusal(self) -> str | None:
+        if self.dataset == "digits":
+            return MIRRORED_DIGITS
+        return super().mirror_refusal()
+
     def random_training_inputs(self) -> str | None:
         if self.augment is not None:
             return "random augmentation (data.augment)"
@@ -324,7 +329,7 @@ class TensorDataModule(ProjectDataModule):
             tensors = tuple(t.to(self.trainer.strategy.root_device) for t in tensors)
         # Its own generator: a DataLoader draws a base seed for its workers every epoch, which would
         # otherwise come from the global generator that augmentation and dropout draw from.
-        return loader_class(sampler)(StackedTensors(*tensors), batch_size=self.batch_size_per_device(), sampler=sampler,
+        return loader_class(sampler)(StackedTensors(*tensors), batch_size=self.loader_batch_size(sampler), sampler=sampler,
                                      drop_last=drop_last, collate_fn=keep_batch, generator=torch.Generator())
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

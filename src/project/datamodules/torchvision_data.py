@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
+from project.datamodules.augment import MIRRORED_DIGITS
 from project.datamodules.splits import split_sizes
 from project.datamodules.transforms import ImageTransforms
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
@@ -94,6 +95,11 @@ class TorchvisionDataModule(ProjectDataModule):
 
     def inference_inputs(self) -> InferenceInputs:
         return self.transforms.inference_inputs(self._open(train=False, transform=self.transforms.build(train=False, normalize=False)))
+
+    def mirror_refusal(self) -> str | None:
+        if self.name == "mnist":
+            return MIRRORED_DIGITS
+        return super().mirror_refusal()
 
     def random_training_inputs(self) -> str | None:
         return self.transforms.randomness()

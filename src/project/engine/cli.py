@@ -36,6 +36,7 @@ from project.engine.arguments import (
     wrong_value_line,
 )
 from project.engine.callbacks import LatestBestCheckpoint
+from project.engine.callbacks.averaging import AveragedWeights
 from project.engine.callbacks.run_record import scalar_metrics
 from project.engine.data import ProjectDataModule
 from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
@@ -51,7 +52,7 @@ from project.engine.signals import Interrupted
 from project.engine.trainer import ProjectTrainer
 
 RUN_START_FILES = ("config.yaml", "hparams.yaml", "record.json", "git.diff")  # what a run writes before any work
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "export", "lr_find", "scale_batch_size")
 MOVED = {  # class paths of earlier versions of this template: old prefix -> new prefix
     "project.callbacks.NonFiniteLoss": "project.engine.callbacks.NonFiniteGradients",
     **{f"project.{name}.": f"project.engine.{name}." for name in ("callbacks", "loggers", "checkpoint_io", "profiler", "distributed")},
@@ -142,7 +143,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "export": {"model", "datamodule"}}  # ProjectTrainer.export
+        return {**LightningCLI.subcommands(), **{name: {"model", "datamodule"} for name in ("export", "lr_find", "scale_batch_size")}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Callbacks whose options recipes and users change get keys of their own (--early_stopping.patience 5);
@@ -150,6 +151,10 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         parser.add_lightning_class_args(LatestBestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.add_subclass_arguments(  # off unless a config or --weight_averaging EMA (or SWA) names one
+            AveragedWeights, "weight_averaging", required=False, fail_untyped=False,
+            help="EMA or SWA (project.engine.callbacks): validation, checkpoints, test, predict and export use the averaged weights",
+        )
         parser.add_argument(
             "--resume", choices=["auto", "never"], default="never",
             help="(fit only) auto: continue from the newest readable checkpoint under the logger's folder, "
@@ -186,6 +191,10 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit":
             warn_if_restarts_share_the_store()
+        instantiated = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        averaging = instantiated.get("weight_averaging")
+        if averaging is not None:  # among the callbacks the Trainer orders: before the checkpoints that save its state
+            kwargs["callbacks"] = [*(instantiated["trainer"].get("callbacks") or []), averaging]
         with trainer_options_checked():
             return super().instantiate_trainer(**torchrun_counts(config["trainer"]), **kwargs)
 

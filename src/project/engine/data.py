@@ -6,7 +6,7 @@ import os
 import signal
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -97,6 +97,7 @@ class ProjectDataModule(LightningDataModule):
     def __init__(self, loader: LoaderOptions | None = None) -> None:
         super().__init__()
         self.loader = loader or LoaderOptions()
+        self.training_partners = False  # pair_training_samples()
         if self.loader.batch_size is not None and self.loader.global_batch_size is not None:
             raise UserError(f"set data.loader.global_batch_size or data.loader.batch_size, not both (got "
                             f"{self.loader.global_batch_size} and {self.loader.batch_size}): for a fixed per-device "
@@ -137,6 +138,15 @@ class ProjectDataModule(LightningDataModule):
         cannot tell, and says so."""
         return f"inputs that may change between epochs ({type(self).__name__} does not override random_training_inputs)"
 
+    def mirror_refusal(self) -> str | None:
+        """Why averaging a model's outputs over an input and its mirror image (``model.tta: hflip``)
+        makes no sense for this data, or ``None`` when it may. The default allows it for image
+        inputs (channels x height x width) only; data whose classes change when mirrored say so."""
+        shape = self.sample_shape()
+        if shape is None or len(shape) != 3:
+            return f"its inputs are not images (one input has shape {'x'.join(map(str, shape or ()))}, not channels x height x width)"
+        return None
+
     def train_targets(self) -> torch.Tensor:
         """Class index of every training sample, in dataset order (for ``balance_classes``)."""
         raise UserError(f"{type(self).__name__} does not support data.loader.balance_classes (it has no train_targets)")
@@ -168,6 +178,16 @@ class ProjectDataModule(LightningDataModule):
             return 1, 0, 1
         return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
 
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch on this device; setting it fixes that (``data.loader.batch_size``) and
+        drops ``global_batch_size``. For Lightning's batch-size finder (``train.py scale_batch_size``)."""
+        return self.batch_size_per_device()
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.loader = replace(self.loader, batch_size=value, global_batch_size=None)
+
     def batch_size_per_device(self) -> int:
         """Samples in one batch on this device, derived from ``global_batch_size`` when that is set."""
         if self.loader.global_batch_size is None:
@@ -198,6 +218,15 @@ class ProjectDataModule(LightningDataModule):
                 loader.load_state_dict(self._train_loader_state)
                 self._train_loader_state = None
         return loader
+
+    def pair_training_samples(self) -> None:
+        """From now on each training batch holds its samples, then each one's partner in the same
+        order (twice as many inputs and targets): the sample before it in the epoch's shuffled
+        order, whichever rank or accumulated batch that one is in. What mixes samples (MixUp,
+        CutMix) then pairs them alike on 1 or N devices, with or without accumulation."""
+        if self.loader.balance_classes:
+            raise UserError("mixing samples (model.mixup_alpha, model.cutmix_alpha) does not work with data.loader.balance_classes")
+        self.training_partners = True
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: how far the train loader is into its epoch.
@@ -245,7 +274,7 @@ class ProjectDataModule(LightningDataModule):
             return None
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
         return ResumableSampler(self.train_set, num_replicas=world_size, rank=rank, seed=seed, batch_size=self.batch_size_per_device(),
-                                accumulate=accumulate, drop_last=self.loader.drop_last)
+                                accumulate=accumulate, drop_last=self.loader.drop_last, partners=self.training_partners)
 
     def _evaluation_sampler(self, dataset: Dataset | None) -> Sampler | None:
         """Under DDP each rank evaluates every ``world_size``-th sample, with no padding, so every
@@ -256,12 +285,17 @@ class ProjectDataModule(LightningDataModule):
             return None
         return UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
 
+    def loader_batch_size(self, sampler: Sampler | None) -> int:
+        """Items a DataLoader puts in one batch: twice the batch when it carries each sample's partner."""
+        partners = isinstance(sampler, ResumableSampler) and sampler.partners
+        return self.batch_size_per_device() * (2 if partners else 1)
+
     def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create this split")
         return loader_class(sampler)(
             dataset,
-            batch_size=self.batch_size_per_device(),
+            batch_size=self.loader_batch_size(sampler),
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.loader.num_workers,
@@ -284,13 +318,16 @@ class ResumableSampler(DistributedSampler):
     - says, for each batch it yields, how many of its samples are real (the few that repeat only to
       give every rank as many count zero) and how many real samples the whole optimizer step holds
       over all ranks and accumulated batches (``batch_weights``, read by the training module);
-    - leaves out the first ``skip`` samples of its next epoch (``ResumableLoader`` sets it).
+    - leaves out the first ``skip`` samples of its next epoch (``ResumableLoader`` sets it);
+    - with ``partners``, follows each batch's samples with their partners, in the same order: the
+      sample before each in the permutation (the last real one for the first), which a loader with
+      twice the batch size delivers together (``ProjectDataModule.pair_training_samples``).
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, batch_size: int,
-                 accumulate: int = 1, drop_last: bool = False) -> None:
+                 accumulate: int = 1, drop_last: bool = False, partners: bool = False) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.batch_size, self.accumulate = batch_size, accumulate
+        self.batch_size, self.accumulate, self.partners = batch_size, accumulate, partners
         global_batch = batch_size * num_replicas * accumulate  # samples per optimizer step
         self.kept = len(dataset) // global_batch * global_batch if drop_last else len(dataset)  # type: ignore[arg-type]
         self.num_samples = math.ceil(self.kept / num_replicas)
@@ -304,10 +341,21 @@ class ResumableSampler(DistributedSampler):
         order = torch.randperm(len(self.dataset), generator=generator).tolist()[: self.kept]  # type: ignore[arg-type]
         while len(order) < self.total_size:  # as DistributedSampler: repeat the first ones to even out the ranks
             order += order[: self.total_size - len(order)]
-        mine = order[self.rank : self.total_size : self.num_replicas]
         start, self.skip = self.skip, 0
+        positions = range(self.rank, self.total_size, self.num_replicas)[start:]
         self.batch_weights = deque(self._weights(first_batch=start // self.batch_size))
-        return iter(mine[start:])
+        mine = [order[q] for q in positions]
+        if not self.partners:
+            return iter(mine)
+        # Positions past the real samples repeat earlier ones and count zero: any partner does.
+        partners = [order[(q - 1) % self.kept] if q < self.kept else order[q - 1] for q in positions]
+        paired = []
+        for first in range(0, len(mine), self.batch_size):
+            paired += mine[first : first + self.batch_size] + partners[first : first + self.batch_size]
+        return iter(paired)
+
+    def __len__(self) -> int:
+        return self.num_samples * (2 if self.partners else 1)
 
     def _weights(self, first_batch: int) -> list[tuple[int, int]]:
         """``(real samples in the batch on this rank, real samples in its optimizer step)`` per batch."""
@@ -348,7 +396,7 @@ class ResumableLoader(DataLoader):
         epoch = self.sampler.epoch
         skip = self._resume_at[1] if self._resume_at is not None and self._resume_at[0] == epoch else 0
         self._resume_at = None
-        self.sampler.skip = skip * self.batch_size  # type: ignore[operator]
+        self.sampler.skip = skip * self.sampler.batch_size  # samples, without their partners
         self._epoch, self._batches_done = epoch, skip
         random_state = torch.get_rng_state()
         batches = super().__iter__()

@@ -29,7 +29,7 @@ from project.engine.checkpoint_io import current_umask, read_checkpoint
 from project.engine.data import InferenceInputs, ProjectDataModule
 from project.engine.errors import UserError
 from project.engine.internals import datamodule_state, export_failure
-from project.engine.module import TrainingModule
+from project.engine.module import TrainingModule, mirror_averaged
 from project.engine.paths import PREDICT_ONNX_PY, SERVE_PY, check_folder_can_be_written, script_command
 from project.inference.model import FORMAT
 from project.inference.predictions import predicted_classes
@@ -60,14 +60,15 @@ class InputPreprocessing(nn.Module):
 
 
 class ExportedGraph(nn.Module):
-    """Raw inputs in, the net's outputs out."""
+    """Raw inputs in, the net's outputs out (averaged with the mirrored input's for ``model.tta: hflip``)."""
 
-    def __init__(self, preprocessing: InputPreprocessing, net: nn.Module) -> None:
+    def __init__(self, preprocessing: InputPreprocessing, net: nn.Module, mirrored: bool = False) -> None:
         super().__init__()
-        self.preprocessing, self.net = preprocessing, net
+        self.preprocessing, self.net, self.mirrored = preprocessing, net, mirrored
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocessing(x))
+        x = self.preprocessing(x)
+        return mirror_averaged(self.net, x) if self.mirrored else self.net(x)
 
 
 def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt_path: str | None,
@@ -92,7 +93,7 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
     model.load_state_dict(checkpoint["state_dict"])
     model.float().eval()  # exported in float32, whatever the training precision
     inputs = datamodule.inference_inputs()
-    graph = ExportedGraph(InputPreprocessing(inputs), model.net).eval()
+    graph = ExportedGraph(InputPreprocessing(inputs), model.net, mirrored=model.tta == "hflip").eval()
     samples = min(check_samples, len(inputs.test_inputs))  # type: ignore[arg-type]
     if samples == 0:
         raise UserError("the test split is empty: the export is checked on test samples (set data.test_fraction > 0)")
@@ -176,7 +177,9 @@ def describe(model: TrainingModule, inputs: InferenceInputs, checkpoint: dict[st
     record = source.parent.parent / "record.json"  # runs/<name>/version_N/checkpoints/<file>.ckpt
     steps = {"reshape": list(inputs.reshape) if inputs.reshape is not None else None, "resize_to": inputs.resize_to,
              "mean": inputs.mean.flatten().tolist() if inputs.mean is not None else None,
-             "std": inputs.std.flatten().tolist() if inputs.std is not None else None}
+             "std": inputs.std.flatten().tolist() if inputs.std is not None else None,
+             "tta": "hflip: the outputs are the mean of the net's on the input and on it mirrored left to right"
+             if model.tta == "hflip" else None}
     return {
         "format": FORMAT,
         "files": {"onnx": f"{source.stem}.onnx", "weights": f"{source.stem}.safetensors"},

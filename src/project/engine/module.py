@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
@@ -24,10 +25,17 @@ from project.engine.signals import StopOnSignal
 from project.engine.speed import SpeedOptions
 from project.inference.inputs import shape_text
 
+TEST_TIME_FLIPS = ("hflip",)  # model.tta
+
 NetFactory = Callable[[int, tuple[int, ...]], nn.Module]
 """A net class from ``project.nets`` (or any ``nn.Module``) whose first two arguments are its number
 of outputs and the shape of one input sample. The config gives its other arguments; the module
 fills in these two from the data (or from the checkpoint it is loading)."""
+
+
+def mirror_averaged(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``net``'s outputs on images ``x`` and on ``x`` mirrored left to right (``model.tta: hflip``)."""
+    return (net(x) + net(x.flip(-1))) / 2
 
 
 class TrainingModule(PlainHookNameWrites, LightningModule):
@@ -43,6 +51,9 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
     DDP (torchmetrics sums their states over ranks once, at epoch end); ``train/loss_step`` is this
     rank's batch loss. The optimizer is any ``torch.optim`` class given by ``class_path`` in the
     config; it only receives parameters that require gradients, so frozen layers cost nothing.
+    ``tta: hflip`` makes ``test``, ``predict`` and ``export`` average the net's outputs over each
+    input and its mirror image (validation, which picks the best checkpoint, does not); data
+    modules refuse it where mirroring changes what an input is (``mirror_refusal``).
     """
 
     flops_per_batch = None  # read by Lightning's ThroughputMonitor; unknown here
@@ -54,9 +65,13 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule = LRSchedule(),  # noqa: B008  (read-only; shown whole by --print_config)
         speed: SpeedOptions = SpeedOptions(),  # noqa: B008
+        tta: str | None = None,
     ) -> None:
         super().__init__()
+        if tta is not None and tta not in TEST_TIME_FLIPS:
+            raise UserError(f"model.tta must be one of {', '.join(TEST_TIME_FLIPS)} or null, got {tta!r}")
         self.net_factory = net
+        self.tta = tta
         self.net: nn.Module | None = None
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule
@@ -67,6 +82,8 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
+        self.clipped_steps = MeanMetric()  # the fraction of optimizer steps whose gradient clipping changed
+        self._clipping_logged_epoch = -1
         self.train_metrics: MetricCollection
         self.val_metrics: MetricCollection
         self.test_metrics: MetricCollection
@@ -100,6 +117,11 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         if stage == "fit" and not datamodule.has_validation():
             self.train_without_validation()
         if stage == "fit":
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, (WeightAveraging, StochasticWeightAveraging)):
+                    kind = "SWA" if isinstance(callback, StochasticWeightAveraging) or type(callback) is WeightAveraging else "EMA"
+                    raise UserError(f"Lightning's {type(callback).__name__} copies the whole module before its net is built from the "
+                                    f"data: leave it out of trainer.callbacks and use --weight_averaging {kind} (project.engine.callbacks)")
             monitors = monitors_of(self.trainer.callbacks)
             if self.lr_schedule.name == "plateau":
                 monitors["model.lr_schedule.monitor"] = self.lr_schedule.monitor
@@ -113,6 +135,8 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
                             f"project.engine.data.ProjectDataModule, got {type(datamodule).__name__}")
         given_outputs, given_shape = self.net_sizes or (self.hparams.get(self.outputs_key), self.hparams.get("input_shape"))
         data_outputs, data_shape = self.outputs_of(datamodule), datamodule.sample_shape()
+        if self.tta is not None and (reason := datamodule.mirror_refusal()):
+            raise UserError(f"model.tta {self.tta} averages over mirrored inputs, which makes no sense here: {reason}")
         if given_outputs is not None and data_outputs is not None and given_outputs != data_outputs:
             raise UserError(self.outputs_mismatch(datamodule, data_outputs, given_outputs))
         if given_shape is not None and data_shape is not None and tuple(given_shape) != tuple(data_shape):
@@ -137,6 +161,9 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         """The names this module logs (``val/acc``, ...), against which checkpoint and early-stopping
         monitors are checked before the first step. A subclass that logs more adds them here."""
         names = {f"{stage}/loss" for stage in ("train", "val", "test")} | {"train/loss_step"}
+        trainer = self.attached_trainer()
+        if trainer is not None and trainer.gradient_clip_val:
+            names |= {"train/grad_norm", "train/clipped_steps"}
         for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
             names |= set(metrics.keys())
         return names
@@ -161,15 +188,33 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.speed.apply_to_input(x))
+        x = self.speed.apply_to_input(x)
+        if self.tta is not None and not self._training_or_validating():
+            return mirror_averaged(self.net, x)
+        return self.net(x)
+
+    def _training_or_validating(self) -> bool:
+        trainer = self.attached_trainer()
+        return trainer is not None and trainer.state.fn in (TrainerFn.FITTING, TrainerFn.VALIDATING)
+
+    def attached_trainer(self) -> Any:
+        """The Trainer running this module, or None (an export, a notebook)."""
+        try:
+            return self.trainer
+        except RuntimeError:  # Lightning's "not attached to a Trainer"
+            return None
 
     # Lightning's `self.log` costs about 0.5 ms a call on CPU, more than a small net's whole step.
     # Metric objects are updated every step but handed to `self.log` once per epoch (Lightning keeps
     # the reference, computes and resets them at epoch end); the step loss is logged only on the
     # steps whose metrics the logger writes (every `log_every_n_steps` optimizer steps).
 
+    def training_batch(self, batch: Any) -> Any:
+        """The batch a training step learns from (a subclass may mix its samples); the default is the batch."""
+        return batch
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        losses, preds, target = self.evaluate(batch)
+        losses, preds, target = self.evaluate(self.training_batch(batch))
         real, step_total = self._sample_counts(len(losses))
         if real < len(losses):  # samples repeated only to give every rank as many batches count zero
             losses, preds, target = losses[:real], preds[:real], target[:real]
@@ -212,6 +257,32 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
             self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return preds, target
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip as ``trainer.gradient_clip_val`` and ``trainer.gradient_clip_algorithm`` (norm or
+        value) say, and log when it bites: ``train/grad_norm``, the gradient's 2-norm before
+        clipping (on the steps the logger writes), and ``train/clipped_steps``, the fraction of the
+        epoch's steps that clipping changed. Lightning calls this once per optimizer step, after
+        accumulation and after DDP has averaged the gradients: what is clipped is the step's gradient."""
+        if not gradient_clip_val:
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads)
+        if gradient_clip_algorithm == "value":
+            bites = torch.stack([g.abs().max() for g in grads]).max() > gradient_clip_val
+        else:
+            bites = norm > gradient_clip_val
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.clipped_steps.update(bites.to(norm.dtype))
+        if self._clipping_logged_epoch != self.current_epoch:
+            self._clipping_logged_epoch = self.current_epoch
+            self.log("train/clipped_steps", self.clipped_steps, on_step=False, on_epoch=True)
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     # -- checkpoints ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Lightning's Trainer with one more subcommand for the command line: ``export``."""
+"""Lightning's Trainer with more subcommands for the command line: ``export``, ``lr_find``, ``scale_batch_size``."""
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
@@ -10,8 +10,9 @@ from project.engine.module import TrainingModule
 class ProjectTrainer(Trainer):
     """Lightning's Trainer options (trainer.*).
 
-    ``ProjectTrainer`` adds ``export``, which LightningCLI offers as ``train.py export`` beside
-    ``fit``, ``validate``, ``test`` and ``predict`` (a subcommand is a Trainer method of that name)."""
+    ``ProjectTrainer`` adds ``export``, ``lr_find`` and ``scale_batch_size``, which LightningCLI
+    offers as ``train.py export`` (and so on) beside ``fit``, ``validate``, ``test`` and ``predict``
+    (a subcommand is a Trainer method of that name)."""
 
     def export(
         self,
@@ -37,6 +38,58 @@ class ProjectTrainer(Trainer):
         """
         from project.engine.export import export_checkpoint  # onnx and its exporter load only for export
 
+        export_checkpoint(*self._project_classes(model, datamodule), ckpt_path, output, check_samples)
+
+    def lr_find(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        min_lr: float = 1e-6,
+        max_lr: float = 1.0,
+        num_training: int = 100,
+        early_stop_threshold: float | None = 4.0,
+    ) -> float:
+        """Find a learning rate: Lightning's range test, its plot (``lr_find.png``) and numbers
+        (``lr_find.csv``) in the run folder, and the fit command with the suggested lr.
+
+        Args:
+            model: the training module of the config.
+            datamodule: its data module.
+            min_lr: the lr of the first step.
+            max_lr: the lr of the last step.
+            num_training: optimizer steps, the lr rising exponentially between the two.
+            early_stop_threshold: stop once the loss exceeds this multiple of the best so far (null: never).
+        """
+        from project.engine.tuning import find_lr
+
+        return find_lr(self, *self._project_classes(model, datamodule), min_lr, max_lr, num_training, early_stop_threshold)
+
+    def scale_batch_size(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        mode: str = "power",
+        steps_per_trial: int = 3,
+        init_val: int = 2,
+        max_trials: int = 25,
+    ) -> int:
+        """Find the largest batch per device that trains without running out of memory (Lightning's
+        batch-size finder), and print the fit command with it.
+
+        Args:
+            model: the training module of the config.
+            datamodule: its data module.
+            mode: ``power`` (double until memory runs out) or ``binsearch`` (then narrow it down).
+            steps_per_trial: optimizer steps tried at each batch size.
+            init_val: the first batch size tried.
+            max_trials: the most batch sizes tried.
+        """
+        from project.engine.tuning import find_batch_size
+
+        return find_batch_size(self, *self._project_classes(model, datamodule), mode, steps_per_trial, init_val, max_trials)
+
+    @staticmethod
+    def _project_classes(model: LightningModule, datamodule: LightningDataModule | None) -> tuple[TrainingModule, ProjectDataModule]:
         if not isinstance(model, TrainingModule) or not isinstance(datamodule, ProjectDataModule):
-            raise UserError("export takes a project.engine.module.TrainingModule and a project.engine.data.ProjectDataModule")
-        export_checkpoint(model, datamodule, ckpt_path, output, check_samples)
+            raise UserError("this subcommand takes a project.engine.module.TrainingModule and a project.engine.data.ProjectDataModule")
+        return model, datamodule

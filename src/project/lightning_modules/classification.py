@@ -1,5 +1,6 @@
 """Classification: multiclass (cross-entropy, NLL), binary and multilabel (BCE with logits)."""
 
+import os
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from project.engine.reports import report_confusion_matrix
 from project.engine.schedules import LRSchedule
 from project.engine.speed import SpeedOptions
 from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss, per_sample
+from project.lightning_modules.mixing import SampleMixing
 
 
 class ClassificationModule(TrainingModule):
@@ -37,6 +39,13 @@ class ClassificationModule(TrainingModule):
         class_weights: per-class weights (cross_entropy, nll) or per-label ``pos_weight`` (bce).
         label_smoothing: for cross_entropy.
         top_k: also report top-k accuracy for this k.
+        tta: ``hflip``: test, predict and export average the logits of each image and its mirror
+            image (refused for data where mirroring changes the class, such as digits).
+        mixup_alpha: MixUp each training image with another, the ratio drawn from Beta(alpha,
+            alpha) (0.2 is usual; 0: off).
+        cutmix_alpha: CutMix likewise (1.0 is usual); with both, one or the other per step. The
+            loss takes the soft targets; ``train/acc`` then counts a mixed image as right when the
+            prediction is the class with the larger share of it.
     """
 
     outputs_key = "num_classes"
@@ -53,8 +62,11 @@ class ClassificationModule(TrainingModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule = LRSchedule(),  # noqa: B008  (read-only; shown whole by --print_config)
         speed: SpeedOptions = SpeedOptions(),  # noqa: B008
+        tta: str | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ) -> None:
-        super().__init__(net, optimizer, lr_schedule, speed)
+        super().__init__(net, optimizer, lr_schedule, speed, tta)
         self.save_hyperparameters()  # with the net's config: a checkpoint rebuilds its own net
         if num_classes is not None and num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
@@ -64,6 +76,12 @@ class ClassificationModule(TrainingModule):
             raise UserError(f"label_smoothing must be in [0, 1) (0.1 is usual), got {label_smoothing}")
         if top_k < 1:
             raise UserError(f"top_k must be >= 1, got {top_k}")
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise UserError(f"mixup_alpha and cutmix_alpha must be >= 0 (0: off), got {mixup_alpha} and {cutmix_alpha}")
+        if (mixup_alpha or cutmix_alpha) and loss == "bce_with_logits":
+            raise UserError("mixup_alpha and cutmix_alpha mix class-index targets: use loss cross_entropy or nll, not bce_with_logits")
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.mixing: SampleMixing | None = None
         self.num_classes = num_classes
         self.loss_fn = build_loss(loss, CLASSIFICATION_LOSSES, class_weights, label_smoothing)
         self.multilabel_loss = loss == "bce_with_logits"
@@ -116,14 +134,34 @@ class ClassificationModule(TrainingModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.trainer.datamodule.class_names:
-            self.class_names = list(self.trainer.datamodule.class_names)
+        datamodule = self.trainer.datamodule
+        if datamodule.class_names:
+            self.class_names = list(datamodule.class_names)
+        if stage == "fit" and (self.mixup_alpha or self.cutmix_alpha):
+            self.mix_training_samples(datamodule)
+
+    def mix_training_samples(self, datamodule: ProjectDataModule) -> None:
+        """Have the data module pair training samples, and mix each pair in every training step."""
+        shape = datamodule.sample_shape()
+        if shape is None or len(shape) != 3:
+            raise UserError(f"mixup_alpha and cutmix_alpha mix images (channels x height x width), but one input of this data has "
+                            f"shape {'x'.join(map(str, shape or ()))}")
+        datamodule.pair_training_samples()
+        self.mixing = SampleMixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
+
+    def training_batch(self, batch: Any) -> Any:
+        if self.mixing is None:
+            return batch
+        x, target = batch[0], batch[1]
+        n = len(x) // 2  # the samples, then their partners (pair_training_samples)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + self.global_step
+        return self.mixing(x[:n], x[n:], target[:n], target[n:], seed)
 
     def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target = batch[0], batch[1]
         logits = self._checked_logits(x)
-        if self.task == "multiclass":
-            return per_sample(self.loss_fn(logits, target)), logits, target
+        if self.task == "multiclass":  # soft targets (mixed samples): scored against the class with the larger share
+            return per_sample(self.loss_fn(logits, target)), logits, target.argmax(-1) if target.is_floating_point() else target
         if self.task == "binary":
             logits = logits.squeeze(-1)
         # Probabilities, not logits: torchmetrics would read logits that all fall in [0, 1] as probabilities.

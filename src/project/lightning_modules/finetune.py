@@ -56,6 +56,8 @@ class FineTuningModule(ClassificationModule):
             raise UserError(f"backbone_lr_scale must be in (0, 1], got {backbone_lr_scale}")
         if cache_features and (not freeze_backbone or unfreeze_at_epoch is not None):
             raise UserError("cache_features needs a backbone that stays frozen: set freeze_backbone: true and unfreeze_at_epoch: null")
+        if cache_features and (kwargs.get("mixup_alpha") or kwargs.get("cutmix_alpha")):
+            raise UserError("cache_features trains on stored features, which cannot be mixed as images: set cache_features: false for mixup/cutmix")
         self.freeze_backbone = freeze_backbone
         self.train_bn = train_bn
         self.unfreeze_at_epoch = unfreeze_at_epoch

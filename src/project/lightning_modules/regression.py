@@ -23,6 +23,7 @@ class RegressionModule(TrainingModule):
         input_shape: the shape of one input; leave it out to take it from the data.
         loss: ``mse``, ``l1``, ``smooth_l1``, ``huber`` or any ``nn.Module`` loss by ``class_path``.
         huber_delta: the threshold of ``smooth_l1`` and ``huber``.
+        tta: ``hflip``: test, predict and export average the outputs for each image and its mirror image.
     """
 
     def __init__(
@@ -35,8 +36,9 @@ class RegressionModule(TrainingModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule = LRSchedule(),  # noqa: B008  (read-only; shown whole by --print_config)
         speed: SpeedOptions = SpeedOptions(),  # noqa: B008
+        tta: str | None = None,
     ) -> None:
-        super().__init__(net, optimizer, lr_schedule, speed)
+        super().__init__(net, optimizer, lr_schedule, speed, tta)
         self.save_hyperparameters()  # with the net's config: a checkpoint rebuilds its own net
         self.loss_fn = build_loss(loss, REGRESSION_LOSSES, huber_delta=huber_delta)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, compute_groups=False)

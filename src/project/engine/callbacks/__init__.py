@@ -1,5 +1,6 @@
 """Callbacks the base config adds to the Trainer beside Lightning's own (``configs/base.yaml``)."""
 
+from project.engine.callbacks.averaging import EMA, SWA
 from project.engine.callbacks.checkpoint import LatestBestCheckpoint
 from project.engine.callbacks.console import EpochLines, ParameterSummary
 from project.engine.callbacks.curves import TrainingCurves
@@ -14,4 +15,4 @@ def batch_size(batch: list) -> int:
     return len(batch[0])
 
 
-__all__ = ["EpochLines", "LatestBestCheckpoint", "NonFiniteGradients", "OptunaPruning", "ParameterSummary", "PredictionCSVWriter", "RunRecord", "TrainingCurves", "batch_size"]
+__all__ = ["EMA", "SWA", "EpochLines", "LatestBestCheckpoint", "NonFiniteGradients", "OptunaPruning", "ParameterSummary", "PredictionCSVWriter", "RunRecord", "TrainingCurves", "batch_size"]
