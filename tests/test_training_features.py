@@ -298,3 +298,26 @@ def test_scale_batch_size_prints_a_fit_command_that_runs_and_both_finders_refuse
         refused = train_py(subcommand, "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accelerator=cpu",
                            "--trainer.devices=2", "--trainer.strategy=ddp", *QUIET, cwd=tmp_path / subcommand)
         assert refused.returncode == 2 and f"error: {subcommand} runs in one process (2 here)" in refused.stderr, refused.stderr[-2000:]
+
+
+FIXED_BATCHES = """
+from torch.utils.data import DataLoader
+from project.datamodules import TensorDataModule
+
+class FixedBatches(TensorDataModule):
+    def train_dataloader(self):  # its own loader: the batch size the finder sets changes nothing
+        return DataLoader(self.train_set, batch_size=32, shuffle=True)
+"""
+
+
+@pytest.mark.slow
+def test_scale_batch_size_refuses_a_data_module_whose_loader_ignores_the_batch_size(tmp_path):
+    (tmp_path / "fixed_batches.py").write_text(FIXED_BATCHES)
+    refused = train_py("scale_batch_size", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--data=fixed_batches.FixedBatches",
+                       "--data.dataset=digits", "--max_trials=2", "--trainer.accelerator=cpu", *QUIET, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: scale_batch_size sets the batch size of FixedBatches, but its train_dataloader() does not follow it (batches of 32, "
+        "not 4): build the loader with ProjectDataModule's train_dataloader() or batch_size_per_device(), or set the batch size by hand")
+    assert "Train with it" not in refused.stdout + refused.stderr and not list(tmp_path.rglob("*.ckpt"))

@@ -92,12 +92,16 @@ def find_batch_size(trainer: Trainer, model: TrainingModule, datamodule: Project
                                             init_val=init_val, max_trials=max_trials, batch_arg_name="batch_size")
     if found is None:
         raise UserError("scale_batch_size found no batch size that trains")
+    check_loader_follows(trainer, datamodule)
+    limit = len(datamodule.train_set) if datamodule.train_set is not None else None  # type: ignore[arg-type]
+    if limit is not None and found >= limit:  # Lightning stops doubling past the data set, not at it
+        found = limit
+        how = "the whole training set: memory did not run out before it"
+    else:
+        how = (f"from {init_val}, {'doubled' if mode == 'power' else 'doubled, then narrowed'} while it trained, "
+               f"at most {max_trials} tries of {steps_per_trial} steps")
     option = (f"--data.loader.global_batch_size={found * trainer.accumulate_grad_batches}" if uses_global_batch
               else f"--data.loader.batch_size={found}")
-    limit = len(datamodule.train_set) if datamodule.train_set is not None else None  # type: ignore[arg-type]
-    how = "the whole training set: memory did not run out before it" if limit is not None and found >= limit else (
-        f"from {init_val}, {'doubled' if mode == 'power' else 'doubled, then narrowed'} while it trained, "
-        f"at most {max_trials} tries of {steps_per_trial} steps")
     rank_zero_info("\n".join([
         f"Largest batch per device that trained: {found} ({how})",
         "The lr that suits a batch changes with it: run lr_find with the new batch before a long run.",
@@ -105,3 +109,13 @@ def find_batch_size(trainer: Trainer, model: TrainingModule, datamodule: Project
     ]))
     return found
 
+
+def check_loader_follows(trainer: Trainer, datamodule: ProjectDataModule) -> None:
+    """Refuse a data module whose train loader ignores the batch size the finder sets (one that
+    builds its own ``DataLoader`` instead of the base class's): every try would have measured one size."""
+    loader = trainer.train_dataloader  # rebuilt by Lightning at the size found
+    expected = datamodule.loader_batch_size(getattr(loader, "sampler", None))
+    if loader is not None and getattr(loader, "batch_size", None) != expected:
+        raise UserError(f"scale_batch_size sets the batch size of {type(datamodule).__name__}, but its train_dataloader() does not "
+                        f"follow it (batches of {getattr(loader, 'batch_size', None)}, not {expected}): build the loader with "
+                        "ProjectDataModule's train_dataloader() or batch_size_per_device(), or set the batch size by hand")
