@@ -114,8 +114,10 @@ def check_loader_follows(trainer: Trainer, datamodule: ProjectDataModule) -> Non
     """Refuse a data module whose train loader ignores the batch size the finder sets (one that
     builds its own ``DataLoader`` instead of the base class's): every try would have measured one size."""
     loader = trainer.train_dataloader  # rebuilt by Lightning at the size found
-    expected = datamodule.loader_batch_size(getattr(loader, "sampler", None))
-    if loader is not None and getattr(loader, "batch_size", None) != expected:
+    if loader is None:
+        return
+    given, expected = getattr(loader, "batch_size", None), datamodule.loader_batch_size(getattr(loader, "sampler", None))
+    if given != expected:
         raise UserError(f"scale_batch_size sets the batch size of {type(datamodule).__name__}, but its train_dataloader() does not "
-                        f"follow it (batches of {getattr(loader, 'batch_size', None)}, not {expected}): build the loader with "
+                        f"follow it (batches of {given}, not {expected}): build the loader with "
                         "ProjectDataModule's train_dataloader() or batch_size_per_device(), or set the batch size by hand")
