@@ -16,14 +16,17 @@ import importlib
 import inspect
 import json
 import re
+from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ArgumentParser
 
 from project.engine.checkpoint_io import is_plain_data
 from project.engine.errors import UserError
 from project.engine.internals import (
     class_paths_in,
+    denied_import,
     expected_base,
     expected_types,
     given_value,
@@ -33,6 +36,7 @@ from project.engine.internals import (
     unknown_option,
     wrong_class,
 )
+from project.engine.kinds import imported
 from project.engine.paths import RUNS
 from project.engine.resume import Checkpoint
 
@@ -83,15 +87,62 @@ def class_parameters(path: str) -> list[inspect.Parameter] | None:
         return None
 
 
-def imported(path: str) -> Any:
-    """What the dotted ``path`` (``module.name``) names, or None."""
-    module, _, name = path.rpartition(".")
-    if not module or not re.fullmatch(r"[\w.]+", path):
-        return None
+# -- what the command line gives, before it is parsed ---------------------------------------------
+
+
+def given_configs(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """What each source on the command line sets, as ``(where, config)``, before jsonargparse reads
+    it: each ``--config`` (a file, or YAML/JSON given inline), then the other options as one nested
+    config (``--model.net.init_args.hidden 8`` as ``{"model": {"net": {"init_args": {"hidden": 8}}}}``,
+    ``--trainer.callbacks+=X`` as a list). A config that does not read as YAML is left out:
+    jsonargparse says what is wrong with it. For ``engine.kinds``: a class of the wrong kind is
+    refused with one line before jsonargparse imports anything a config names."""
+    configs: list[tuple[str, dict[str, Any]]] = []
+    options: dict[str, Any] = {}
+    position = 1 if args and not args[0].startswith("-") else 0
+    while position < len(args):
+        key, has_value, value = args[position].partition("=")
+        if not has_value and position + 1 < len(args) and not args[position + 1].startswith("-"):
+            value, has_value = args[position + 1], True
+            position += 1
+        position += 1
+        if not key.startswith("--") or not has_value or key.endswith((".help", "print_config")):
+            continue
+        parsed = read_yaml(value)
+        if key == "--config":
+            path = Path(value)
+            if path.is_file():
+                configs.append((f"{value}: ", read_yaml(path.read_text(errors="replace"))))
+            elif isinstance(parsed, dict):
+                configs.append(("", parsed))
+            continue
+        *parents, last = key[2:].split(".")
+        node = options
+        for part in parents:
+            node = child_options(node, part)
+        if last.endswith("+"):
+            parsed = parsed if isinstance(parsed, list) else [parsed]
+        node[last.rstrip("+")] = parsed
+    return [*((where, config) for where, config in configs if isinstance(config, dict)), ("", options)]
+
+
+def child_options(node: dict[str, Any], key: str) -> dict[str, Any]:
+    """Where ``--...KEY.option`` puts its option in ``node``: under ``node[KEY]``, or for a list
+    (``--trainer.callbacks+=X`` before it), in its last entry, as jsonargparse does."""
+    child = node.setdefault(key, {})
+    if isinstance(child, list) and child:
+        if isinstance(child[-1], str):
+            child[-1] = {"class_path": child[-1]}
+        child = child[-1]
+    return child if isinstance(child, dict) else {}
+
+
+def read_yaml(text: str) -> Any:
+    """``text`` as YAML (JSON included), or as itself where it is not YAML."""
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return None
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 # -- the run's context, under the command line ----------------------------------------------------
@@ -216,6 +267,16 @@ def unknown_class_line(message: str) -> str | None:
         candidates.update({n: f"{home}.{n}" for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")})
     match = difflib.get_close_matches(name, list(candidates), n=1)
     return f"error: --{option}: no class {given}" + (f"; did you mean {candidates[match[0]]}?" if match else "")
+
+
+def denied_import_line(message: str) -> str | None:
+    """The one-line answer to jsonargparse's refusal to import what a value names (``engine.kinds``
+    enforces its import denylist): the option, the path and the entry that denies it."""
+    denied = denied_import(message)
+    if denied is None:
+        return None
+    return (f"error: --{'.'.join(parser_keys_in(message))}: {denied[0]} may not be named in a config or on the command line "
+            f"(nothing under {denied[1]} may: jsonargparse's import denylist)")
 
 
 def wrong_value_line(message: str) -> str | None:

@@ -28,6 +28,8 @@ import project.nets
 from project.engine.arguments import (
     command_line_overrides,
     config_files_end,
+    denied_import_line,
+    given_configs,
     run_context,
     unknown_class_line,
     unknown_option_line,
@@ -42,6 +44,7 @@ from project.engine.data import ProjectDataModule
 from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
 from project.engine.errors import find_user_error
 from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
+from project.engine.kinds import check_checkpoint_hyperparameters, check_given_configs, check_kinds, packages_named
 from project.engine.loggers import run_folder
 from project.engine.module import TrainingModule
 from project.engine.paths import BASE_CONFIG, check_folder_can_be_written, train_command
@@ -52,6 +55,7 @@ from project.engine.signals import Interrupted
 from project.engine.trainer import ProjectTrainer
 
 RUN_START_FILES = ("config.yaml", "hparams.yaml", "record.json", "git.diff")  # what a run writes before any work
+CALLBACK_OPTIONS = {"checkpoint": LatestBestCheckpoint, "last_checkpoint": ModelCheckpoint, "early_stopping": EarlyStopping}
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "export", "lr_find", "scale_batch_size")
 MOVED = {  # class paths of earlier versions of this template: old prefix -> new prefix
     "project.callbacks.NonFiniteLoss": "project.engine.callbacks.NonFiniteGradients",
@@ -84,8 +88,8 @@ class ProjectArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         ours = find_user_error(ex)
-        line = None if ours else (moved_class_line(message) or unknown_option_line(message, self) or unknown_class_line(message)
-                                 or wrong_value_line(message))
+        line = None if ours else (moved_class_line(message) or denied_import_line(message) or unknown_option_line(message, self)
+                                 or unknown_class_line(message) or wrong_value_line(message))
         # A value of thousands of characters (a long list from a config) is cut to its start.
         message = "\n".join(text[:400] + " ..." if len(text) > 400 else text for text in message.strip().splitlines())
         print(line or f"error: {ours or message}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
@@ -148,9 +152,8 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Callbacks whose options recipes and users change get keys of their own (--early_stopping.patience 5);
         # the others are listed in trainer.callbacks. Their defaults are in configs/base.yaml.
-        parser.add_lightning_class_args(LatestBestCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        for key, callback in CALLBACK_OPTIONS.items():
+            parser.add_lightning_class_args(callback, key)
         parser.add_subclass_arguments(  # off unless a config or --weight_averaging EMA (or SWA) names one
             AveragedWeights, "weight_averaging", required=False, fail_untyped=False,
             help="EMA or SWA (project.engine.callbacks): validation, checkpoints, test, predict and export use the averaged weights",
@@ -159,6 +162,11 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
             "--resume", choices=["auto", "never"], default="never",
             help="(fit only) auto: continue from the newest readable checkpoint under the logger's folder, "
             "for restarted jobs; ignored when --ckpt_path is given",
+        )
+        parser.add_argument(
+            "--trusted_packages", type=list[str], default=[],
+            help="packages a checkpoint's hyperparameters may name classes from, beyond project, torch, torchvision, "
+            "lightning and the packages the config names classes from (docs/security.md)",
         )
         # Without a terminal a live progress bar prints nothing until the end; EpochLines then
         # prints one line per epoch instead.
@@ -169,14 +177,20 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         parse it again with them as one more config right after the config files. The checkpoint a
         run names is read here, once (``Checkpoint``), and the parsed config is final."""
         check_config_sizes(args)
+        check_given_configs(given_configs(args), self.option_types())  # in one line, before jsonargparse imports what they name
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        check_kinds(config.as_dict(), self.option_types())
         checkpoint = find_checkpoint(config, subcommand) if subcommand else None
+        if checkpoint is not None:  # before its hyperparameters reach the parser, which imports what they name
+            trusted = sorted({*config.get("trusted_packages", []), *packages_named(config.as_dict())})
+            check_checkpoint_hyperparameters(checkpoint.hyperparameters, self.model_class, trusted, f"checkpoint {checkpoint.path}: ")
         context = run_context(config, subcommand, checkpoint)
         if context:
             super().parse_arguments(parser, with_context(args, context))
             config = self.config[subcommand] if subcommand else self.config
+            check_kinds(config.as_dict(), self.option_types())
         if checkpoint is not None and "model" in context:
             under = parser.parse_args(with_context(args[: config_files_end(args)], context))
             under = under[subcommand] if subcommand else under
@@ -186,6 +200,11 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         check_folder_can_be_written(root, f"cannot write runs under {root}")
         check_seed(config.get("seed_everything"))
         check_accelerator(config["trainer"].get("accelerator"))
+
+    def option_types(self) -> dict[str, Any]:
+        """The type of each top-level option that names classes (``engine.kinds`` checks what they name)."""
+        return {"model": self.model_class, "data": self.datamodule_class, "trainer": self.trainer_class,
+                "weight_averaging": AveragedWeights, **CALLBACK_OPTIONS}
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config[self.subcommand] if self.subcommand else self.config

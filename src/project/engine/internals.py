@@ -7,7 +7,8 @@ torch, Lightning, torchmetrics, torchvision or jsonargparse is used anywhere els
 - private names: ``BatchNormBase``, ``PlainHookNameWrites``, ``SkipLightningCheckpointHparams``,
   ``model_config_of``, ``UnrepeatedDistributedSampler``;
 - filters keyed on the text of a message: ``WARNINGS``, ``LOG_LINES``, ``SEED_LOGGER``;
-- patterns over jsonargparse's error wording: ``unknown_option``, ``class_paths_in``, ``parser_keys_in``;
+- patterns over jsonargparse's error wording: ``unknown_option``, ``class_paths_in``, ``parser_keys_in``,
+  ``denied_import``;
   over torch's exporter wording: ``export_failure`` (``tests/test_export.py`` pins both it and
   ``datamodule_state``, where Lightning keeps a data module's state in a checkpoint).
 
@@ -236,6 +237,16 @@ def given_value(message: str) -> str | None:
 def expected_types(message: str) -> list[str]:
     """The type names the message says the innermost option takes, in order, each once."""
     return list(dict.fromkeys(re.findall(r"Expected a <class '([\w.]+)'>", innermost_block(message))))
+
+
+DENIED_IMPORT = re.compile(r"Importing '([\w.]+)' is not allowed, denied by the '([\w.*]+)' entry")
+
+
+def denied_import(message: str) -> tuple[str, str] | None:
+    """``(import path, denylist entry)`` when jsonargparse refused to import a path a value named
+    (its import denylist, which ``engine.kinds`` enforces)."""
+    found = DENIED_IMPORT.search(message)
+    return (found.group(1), found.group(2)) if found else None
 
 
 def class_paths_in(message: str) -> list[str]:

@@ -3,9 +3,11 @@ each sample's loss counted alike under gradient accumulation and DDP."""
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.cli import OptimizerCallable
@@ -14,10 +16,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from project.engine.checkpoint_io import is_plain_data
+from project.engine.checkpoint_io import is_plain_data, read_checkpoint
 from project.engine.data import ProjectDataModule
 from project.engine.errors import UserError
 from project.engine.internals import PlainHookNameWrites
+from project.engine.kinds import check_checkpoint_hyperparameters
 from project.engine.preflight import check_monitors, monitors_of
 from project.engine.resume import ResumeState
 from project.engine.schedules import LRSchedule, build_schedulers
@@ -316,6 +319,24 @@ class TrainingModule(PlainHookNameWrites, LightningModule):
                     f"the checkpoint's {key} has shape {tuple(tensor.shape)} but this model's has {tuple(own_state[key].shape)}: "
                     "it was trained with other sizes (classes, inputs) or another net"
                 )
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, trusted_packages: Sequence[str] = (), **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, after checking what the checkpoint's hyperparameters
+        name (``engine.kinds``): classes from project, torch, torchvision, lightning and
+        ``trusted_packages`` only, each of the kind its argument takes. Arguments given here are
+        code, not checked; they replace the checkpoint's."""
+        content = read_checkpoint(Path(checkpoint_path)) if isinstance(checkpoint_path, (str, Path)) else None
+        if content is None:  # a file object: read, then rewound for Lightning
+            content = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            checkpoint_path.seek(0)
+        hparams = dict(content.get("hyper_parameters") or {})
+        if kwargs.get("hparams_file"):  # Lightning lays its hyperparameters over the checkpoint's
+            hparams.update(yaml.safe_load(Path(kwargs["hparams_file"]).read_text()) or {})
+        hparams = {key: value for key, value in hparams.items() if key not in kwargs}
+        check_checkpoint_hyperparameters(hparams, cls, trusted_packages, f"checkpoint {checkpoint_path}: ",
+                                         trust_option="trusted_packages=[{!r}]")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # -- optimisation --------------------------------------------------------------------------
 

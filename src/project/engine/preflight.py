@@ -20,20 +20,20 @@ MAX_CONFIG_VALUES = 100_000  # a recipe has a few hundred; YAML aliases can mult
 
 
 def check_config_sizes(args: list[str]) -> None:
-    """Refuse a ``--config`` file whose YAML aliases expand to more values than any config holds
-    (an alias "bomb": ten lines that become 10^9 values), before jsonargparse expands it."""
-    files = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
-    files += [arg.partition("=")[2] for arg in args if arg.startswith("--config=")]
-    for file in files:
-        path = Path(file)
-        if not path.is_file():
-            continue  # jsonargparse names a missing file, or reads the value as inline YAML/JSON
+    """Refuse a ``--config`` (a file, or YAML given inline) whose YAML aliases expand to more values
+    than any config holds (an alias "bomb": ten lines that become 10^9 values), before jsonargparse
+    or ``engine.kinds`` expands it."""
+    configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
+    configs += [arg.partition("=")[2] for arg in args if arg.startswith("--config=")]
+    for config in configs:
+        path = Path(config)
         try:
-            root = yaml.compose(path.read_text())
-        except yaml.YAMLError:
+            root = yaml.compose(path.read_text() if path.is_file() else config)
+        except (yaml.YAMLError, OSError, ValueError):
             continue  # jsonargparse says what is wrong with it
         if root is not None and expanded_size(root, {}) > MAX_CONFIG_VALUES:
-            raise UserError(f"{file}: its YAML aliases (*name) expand to over {MAX_CONFIG_VALUES:,} values; "
+            where = config if path.is_file() else "--config"
+            raise UserError(f"{where}: its YAML aliases (*name) expand to over {MAX_CONFIG_VALUES:,} values; "
                             "no config needs that many: write the values out")
 
 
