@@ -25,6 +25,7 @@ from torch import nn
 from project.datamodules import ImageFolderDataModule, ImageTransforms, TensorDataModule, TorchvisionDataModule
 from project.engine.cli import main
 from project.engine.internals import EXPORT_CALL, EXPORT_SUMMARY, export_failure
+from project.engine.kinds import imported
 from project.inference.inputs import IMAGE_SUFFIXES
 
 pytestmark = pytest.mark.xdist_group("export")  # the runs below are made once, on one worker
@@ -112,8 +113,11 @@ def test_an_export_is_onnx_safetensors_and_json_and_takes_any_batch(workdir, nam
     meta = json.loads(onnx_path.with_suffix(".json").read_text())
     checkpoint = torch.load(best_checkpoint(workdir, name), map_location="cpu", weights_only=True)
     assert meta["check"]["max_abs_difference"] <= 1e-4 and meta["check"]["same_classes"] and meta["check"]["samples"] > 0
-    assert meta["source"]["checkpoint"] == str(best_checkpoint(workdir, name).resolve())
-    assert Path(meta["source"]["run_record"]).name == "record.json"
+    # Paths relative to the export's folder: the files travel to other machines.
+    assert (onnx_path.parent / meta["source"]["checkpoint"]).resolve() == best_checkpoint(workdir, name).resolve()
+    assert (onnx_path.parent / meta["source"]["run_record"]).resolve() == (onnx_path.parent.parent / "record.json").resolve()
+    for written in (onnx_path.read_bytes(), onnx_path.with_suffix(".json").read_bytes()):
+        assert str(workdir).encode() not in written and str(REPO).encode() not in written and b"stack_trace" not in written
     assert meta["outputs"]["task"] == ("regression" if "regression" in name else "multiclass")
     assert meta["outputs"].get("class_names", checkpoint.get("class_names")) == checkpoint.get("class_names")
     weights = load_file(onnx_path.with_suffix(".safetensors"))
@@ -124,6 +128,23 @@ def test_an_export_is_onnx_safetensors_and_json_and_takes_any_batch(workdir, nam
     for batch in (1, 3, 64):  # the batch axis is dynamic
         assert session.run(None, {"input": np.random.rand(batch, *shape).astype(np.float32)})[0].shape[0] == batch
     assert not list(onnx_path.parent.glob(".export-*"))  # the scratch folder is gone
+    # The JSON's net config, as written, builds the net the safetensors file holds the weights of.
+    net = imported(meta["net"]["class_path"])(**meta["net"]["init_args"])
+    net.load_state_dict(weights, strict=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lenet_digits", "lenet_imagefolder", "two_layer_regression"])
+def test_the_onnx_reference_evaluator_computes_what_onnxruntime_does(workdir, name):
+    """A second runtime, onnx's own reference implementation, runs the exported graph to the same numbers."""
+    from onnx.reference import ReferenceEvaluator
+
+    onnx_path = exported(workdir, name)
+    shape = json.loads(onnx_path.with_suffix(".json").read_text())["input"]["shape"]
+    inputs = np.random.default_rng(3).random((4, *shape)).astype(np.float32)
+    runtime = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": inputs})[0]
+    reference = ReferenceEvaluator(str(onnx_path)).run(None, {"input": inputs})[0]
+    assert np.abs(runtime - reference).max() < 1e-4
 
 
 def test_preprocessing_that_is_arithmetic_is_inside_the_graph(workdir):
@@ -349,3 +370,230 @@ def test_predict_onnx_refuses_a_damaged_model_and_a_missing_description(workdir,
     for name, says in (("cut.onnx", "is not a readable ONNX model"), ("alone.onnx", "alone.json not found")):
         done = predict_onnx(str(tmp_path / name), str(workdir / "rows.csv"), "--output", str(tmp_path / "p.csv"), cwd=tmp_path)
         assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# -- the server under hostile and operational traffic -----------------------------------------------------
+
+
+def start_server(workdir: Path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``serve.py`` for the image model with ``options``, its stderr in ``workdir/serve-<port>.log``; ``(process, URL)``."""
+    log = (workdir / f"serve-{uuid.uuid4().hex[:8]}.log").open("w")
+    process = subprocess.Popen([sys.executable, str(REPO / "serve.py"), str(exported(workdir, "lenet_imagefolder")), "--port", "0",
+                                *options], cwd=workdir, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    line = process.stdout.readline()
+    assert "Serving" in line, Path(log.name).read_text()
+    process.log_path = Path(log.name)
+    return process, line.split(" at ")[1].split()[0]
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def raw_connection(url: str) -> "socket.socket":
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def read_answer(connection) -> str:
+    """One HTTP answer from a raw socket: its headers, then as many bytes as its Content-Length says."""
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := connection.recv(10_000)):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(next((line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), b"0"))
+    while len(body) < length and (chunk := connection.recv(10_000)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
+
+
+def test_the_listening_socket_switches_nagle_off_for_every_connection():
+    """asyncio sets TCP_NODELAY on an accepted connection only if its socket's proto is IPPROTO_TCP;
+    without it each answer on a kept-alive connection waited ~40 ms (benchmarks/serving.py measures it)."""
+    import socket
+
+    from project.inference.server import listening_socket
+
+    with listening_socket("127.0.0.1", 0) as listening:
+        assert listening.proto == socket.IPPROTO_TCP
+        with socket.create_connection(listening.getsockname()[:2]) as client:
+            accepted, _ = listening.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP and accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("make", "status", "says"),
+    [
+        ("100,000 empty file parts", 413, "100000 files in one request, more than the 256"),
+        ("a 13000 x 13000 PNG", 413, "13000 x 13000 pixels, more than the 16,000,000"),
+        ("a 5,000-digit integer", 422, "a row of this model holds 3x32x32 numbers"),  # read as a float, never a 500
+        ("10**400", 422, "a row of this model holds 3x32x32 numbers"),
+        ("100,000-deep nesting", 400, "nested 100002 deep"),
+    ],
+)
+def test_hostile_requests_get_a_4xx_before_the_work_and_health_answers_meanwhile(workdir, server, make, status, says):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    if make == "100,000 empty file parts":
+        boundary = "b" * 16
+        part = f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n\r\n\r\n'.encode()
+        body, content_type = part * 100_000 + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+    elif make == "a 13000 x 13000 PNG":
+        Image.new("L", (13000, 13000)).save(workdir / "huge.png")  # 164 kB of zeros
+        body, content_type = (workdir / "huge.png").read_bytes(), "image/png"
+    else:
+        inner = {"a 5,000-digit integer": "1" * 5000, "10**400": "1" + "0" * 400, "100,000-deep nesting": "[" * 100_000 + "]" * 100_000}[make]
+        body, content_type = f'{{"inputs": [{inner}]}}'.encode(), "application/json"
+    with ThreadPoolExecutor(1) as pool:
+        hostile = pool.submit(post, server, body, content_type)
+        health = [get(server + "/health")[0] for _ in range(5)]
+        got, answer = hostile.result()
+    assert got == status and says in answer["error"] and "\n" not in answer["error"], answer
+    assert health == [200] * 5
+
+
+@pytest.fixture(scope="module")
+def guarded_server(workdir):
+    """``serve.py`` with an API key and a 1-second body timeout."""
+    (workdir / "key.txt").write_text("s3cret-key\n")
+    process, url = start_server(workdir, "--api_key_file", "key.txt", "--body_timeout_s", "1")
+    yield process, url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ready_metrics_and_the_api_key(workdir, guarded_server):
+    _, url = guarded_server
+    assert get(url + "/health") == (200, b'{"status":"ok"}') and get(url + "/ready") == (200, b'{"status":"ready"}')
+    image = sorted((workdir / "new").glob("*.png"))[0].read_bytes()
+    request = urllib.request.Request(url + "/predict", data=image, method="POST", headers={"Content-Type": "image/png"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401 and "API key" in json.loads(refused.value.read())["error"]
+    for header in ({"Authorization": "Bearer s3cret-key"}, {"X-API-Key": "s3cret-key"}):
+        request = urllib.request.Request(url + "/predict", data=image, method="POST", headers={"Content-Type": "image/png", **header})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+    assert get(url + "/metrics")[0] == 401 and get(url + "/predict", {"X-API-Key": "wrong"})[0] == 401
+    status, text = get(url + "/metrics", {"X-API-Key": "s3cret-key"})
+    metrics = text.decode()
+    assert status == 200
+    assert 'serve_requests_total{route="/predict",status="200"} 2.0' in metrics
+    assert 'serve_requests_total{route="/predict",status="401"} 2.0' in metrics
+    assert "serve_batch_size_count 2.0" in metrics and "serve_request_seconds_bucket" in metrics
+    assert "serve_requests_in_flight 1.0" in metrics  # this request
+
+
+@pytest.mark.slow
+def test_slow_and_vanishing_clients_are_cut_off_with_one_log_line(workdir, guarded_server):
+    import time
+
+    process, url = guarded_server
+    with raw_connection(url) as slow_headers:  # a header line, then nothing: closed after --body_timeout_s
+        slow_headers.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert slow_headers.recv(1000) == b"" and time.monotonic() - started < 20
+    with raw_connection(url) as slow_body:  # headers, then part of the body: 408
+        slow_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: s3cret-key\r\nContent-Type: image/png\r\n"
+                          b"Content-Length: 1000\r\n\r\n" + bytes(10))
+        answer = read_answer(slow_body)
+        assert answer.startswith("HTTP/1.1 408") and "took more than 1 s to arrive" in answer
+    with raw_connection(url) as vanishing:  # gone mid-body
+        vanishing.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: s3cret-key\r\nContent-Type: image/png\r\n"
+                          b"Content-Length: 1000\r\n\r\n" + bytes(10))
+        time.sleep(0.3)
+    for _ in range(50):  # the server writes its line once it sees the connection go
+        log = process.log_path.read_text()
+        if "disconnected" in log:
+            break
+        time.sleep(0.1)
+    assert "request headers took over 1 s" in log and "disconnected before its request had arrived" in log, log
+    assert "Traceback" not in log, log
+    assert get(url + "/health")[0] == 200
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(workdir):
+    import signal
+    import time
+
+    process, url = start_server(workdir)
+    image = sorted((workdir / "new").glob("*.png"))[0].read_bytes()
+    with raw_connection(url) as client:
+        client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(image)}\r\n\r\n".encode()
+                       + image[:100])
+        time.sleep(0.5)  # the request is in flight
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        client.sendall(image[100:])
+        answer = read_answer(client)
+    assert answer.startswith("HTTP/1.1 200") and '"predictions"' in answer
+    assert process.wait(timeout=30) == 0
+    assert "stopped" in process.stdout.read()
+
+
+@pytest.mark.parametrize(("option", "says"), [(["--port", "99999"], "99999 is not a port"), (["--max_batch", "0"], "0 is less than 1"),
+                                               (["--api_key_file", "missing.txt"], "cannot read the API key file")])
+def test_serve_refuses_bad_options_in_one_line(tmp_path, option, says):
+    done = subprocess.run([sys.executable, str(REPO / "serve.py"), "model.onnx", *option],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium driven by Selenium (Debian's chromium and chromium-driver; .ci/run installs them)."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or shutil.which("chromium") is None:
+        pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver; .ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=900,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.slow
+def test_the_page_shows_the_top_classes_of_a_dropped_image_and_the_error_of_a_bad_file(workdir, server, browser, tmp_path,
+                                                                                      record_property):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "/")
+    assert browser.title == exported(workdir, "lenet_imagefolder").stem
+    picture = sorted((workdir / "new").glob("*.png"))[0]
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result tr"))
+    rows = [row.text.split() for row in browser.find_elements(By.CSS_SELECTOR, "#result tr")]
+    status, answer = post(server, picture.read_bytes(), "image/png")
+    expected = [[top["class"], f"{top['probability']:.4f}"] for top in answer["predictions"][0]["top_k"]]
+    assert rows == expected
+    screenshot = tmp_path / "page.png"
+    browser.save_screenshot(str(screenshot))
+    record_property("screenshot", str(screenshot))
+    print(f"screenshot of the page: {screenshot}")
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("a text file posing as a picture")
+    browser.find_element(By.ID, "file").send_keys(str(not_an_image))
+    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "error").text)
+    assert "cannot read image the upload" in browser.find_element(By.ID, "error").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#result tr")

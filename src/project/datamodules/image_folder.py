@@ -241,8 +241,9 @@ class ImageFolderDataModule(ProjectDataModule):
             self.predict_set = self.test_set
 
     def inference_inputs(self) -> InferenceInputs:
-        raw = ImageFiles(self.split_samples["test"], self.transforms.build(train=False, normalize=False))
-        return self.transforms.inference_inputs(raw, str(self.predict_dir or self.data_dir))
+        unnormalized = self.transforms.build(train=False, normalize=False)
+        return self.transforms.inference_inputs(ImageFiles(self.split_samples["test"], unnormalized), str(self.predict_dir or self.data_dir),
+                                                train_inputs=ImageFiles(self.split_samples["train"], unnormalized))
 
     def train_targets(self) -> torch.Tensor:
         return torch.tensor([target for _, target in self.split_samples["train"]])

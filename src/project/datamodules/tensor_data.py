@@ -166,6 +166,7 @@ class TensorDataModule(ProjectDataModule):
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
         self.raw_inputs: torch.Tensor | None = None
+        self.raw_train_rows: TensorSplit | None = None
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All inputs and targets, shaped and typed for the task; sets ``class_names`` for classification."""
@@ -231,6 +232,7 @@ class TensorDataModule(ProjectDataModule):
         splits = random_split(full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator)
         self.train_set, self.val_set, self.test_set = (TensorSplit(full, split.indices) for split in splits)
         self.val_set, self.test_set = self.finite_only(self.val_set, "validation"), self.finite_only(self.test_set, "test")
+        self.raw_train_rows = self.train_set  # rows of the file, before any expansion: an int8 export calibrates on them
         if self.expand_train_to is not None:
             self.train_set = self._expanded(self.train_set, self.expand_train_to)
         self.predict_set = self.test_set
@@ -300,6 +302,8 @@ class TensorDataModule(ProjectDataModule):
             reader={"kind": "table", "input_key": self.input_key},
             raw_shape=tuple(self.raw_inputs.shape[1:]),
             test_inputs=TensorDataset(self.raw_inputs[self.test_set.indices], self.test_set.tensors[1]),
+            train_inputs=TensorDataset(self.raw_inputs[self.raw_train_rows.indices], self.raw_train_rows.tensors[1])
+            if self.raw_train_rows is not None else None,
             reshape=tuple(self.input_shape) if self.input_shape is not None else None,
             resize_to=self.resize_to, mean=self.mean, std=self.std, example_path=self.predict_path,
         )

@@ -94,7 +94,9 @@ class TorchvisionDataModule(ProjectDataModule):
         self.predict_names = [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
 
     def inference_inputs(self) -> InferenceInputs:
-        return self.transforms.inference_inputs(self._open(train=False, transform=self.transforms.build(train=False, normalize=False)))
+        unnormalized = self.transforms.build(train=False, normalize=False)
+        train = Subset(self._open(train=True, transform=unnormalized), self.train_set.indices) if isinstance(self.train_set, Subset) else None
+        return self.transforms.inference_inputs(self._open(train=False, transform=unnormalized), train_inputs=train)
 
     def mirror_refusal(self) -> str | None:
         if self.name == "mnist":

@@ -77,14 +77,16 @@ class ImageTransforms:
         on = [name for name, value in steps.items() if value]
         return f"random augmentation (data.transforms: {', '.join(on)})" if on else None
 
-    def inference_inputs(self, test_inputs: Dataset, example_path: str | None = None) -> InferenceInputs:
+    def inference_inputs(self, test_inputs: Dataset, example_path: str | None = None,
+                         train_inputs: Dataset | None = None) -> InferenceInputs:
         """For an exported model: it takes pixels in [0, 1] (``build(train=False, normalize=False)``),
-        and ``mean``/``std`` normalise them in its graph. ``test_inputs`` are such pixels."""
+        and ``mean``/``std`` normalise them in its graph. ``test_inputs`` (and ``train_inputs``) are such pixels."""
         normalized = self.mean is not None and self.std is not None
         return InferenceInputs(
             reader={"kind": "image", "channels": self.channels, "size": self.image_size},
             raw_shape=(self.channels, self.image_size, self.image_size),
             test_inputs=test_inputs,
+            train_inputs=train_inputs,
             mean=torch.tensor(self.mean).reshape(-1, 1, 1) if normalized else None,
             std=torch.tensor(self.std).reshape(-1, 1, 1) if normalized else None,
             example_path=example_path,

@@ -58,6 +58,9 @@ class InferenceInputs:
     test_inputs: Dataset
     """``(raw input, target)`` for the test split, in the order ``test_dataloader`` gives its samples:
     the export is checked on them against the trained model."""
+    train_inputs: Dataset | None = None
+    """``(raw input, target)`` for the training split, read for evaluation (no augmentation): the
+    samples an int8 export calibrates its activation ranges on. None: not offered."""
     reshape: tuple[int, ...] | None = None
     resize_to: int | None = None
     """Bilinear resizing of image inputs to ``resize_to x resize_to`` (no antialiasing)."""

@@ -9,6 +9,7 @@ so a caller needs only what the JSON's ``preprocessing.reader`` says (``project.
 import contextlib
 import hashlib
 import importlib.metadata
+import inspect
 import io
 import json
 import os
@@ -28,7 +29,8 @@ from torch.utils.data import DataLoader, Subset
 from project.engine.checkpoint_io import current_umask, read_checkpoint
 from project.engine.data import InferenceInputs, ProjectDataModule
 from project.engine.errors import UserError
-from project.engine.internals import datamodule_state, export_failure
+from project.engine.internals import STACK_TRACE, datamodule_state, export_failure
+from project.engine.kinds import imported
 from project.engine.module import TrainingModule, mirror_averaged
 from project.engine.paths import PREDICT_ONNX_PY, SERVE_PY, check_folder_can_be_written, script_command
 from project.inference.model import FORMAT
@@ -72,7 +74,7 @@ class ExportedGraph(nn.Module):
 
 
 def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt_path: str | None,
-                      output: str | None, check_samples: int) -> Path:
+                      output: str | None, check_samples: int, quantize: str | None = None) -> Path:
     """Write ``<name>.onnx``, ``<name>.safetensors`` and ``<name>.json`` for the checkpoint
     ``<name>.ckpt``, beside it or in ``output``; returns the ``.onnx`` path. Every file is first
     written to a temporary folder and moved into place only once the export matches the model on
@@ -81,6 +83,8 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
         raise UserError("export needs --ckpt_path: the checkpoint to export (runs/<name>/version_N/checkpoints/best.ckpt)")
     if check_samples < 1:
         raise UserError(f"--check_samples must be >= 1 (test samples the export is checked on), got {check_samples}")
+    if quantize not in QUANTIZED:
+        raise UserError(f"--quantize takes {' or '.join(str(q) for q in QUANTIZED if q)} (or leave it out), got {quantize!r}")
     source = Path(ckpt_path)
     folder = Path(output) if output else source.parent
     check_folder_can_be_written(folder, f"cannot write the export to {folder}")
@@ -111,15 +115,23 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
                             f"samples: {what}; nothing was written. Look in forward() for randomness in eval mode "
                             "(F.dropout(training=True)) and for values taken out of torch (numpy, .item()), which are traced as constants")
         write_weights(model.net, written / f"{source.stem}.safetensors")
-        description = describe(model, inputs, checkpoint, source, check)
+        description = describe(model, inputs, checkpoint, source, check, folder)
         (written / f"{source.stem}.json").write_text(json.dumps(description, indent=2) + "\n")
+        if quantize == "int8":
+            int8_file = written / f"{source.stem}.int8.onnx"
+            quantized = write_int8(onnx_file, int8_file, inputs, model.export_outputs()["task"])
+            int8_description = {**description, "files": {**description["files"], "onnx": int8_file.name}, "quantized": quantized}
+            int8_file.with_suffix(".json").write_text(json.dumps(int8_description, indent=2) + "\n")
         for file in written.iterdir():
             os.chmod(file, 0o666 & ~current_umask())  # as readable as the checkpoint (safetensors writes 0600)
             os.replace(file, folder / file.name)
     onnx_path = folder / f"{source.stem}.onnx"
     lines = [(f"Exported {onnx_path} (and .safetensors, .json); checked on {samples} test samples: "
-              f"largest difference {difference:.2g} (limit {LIMIT:g}), same predicted classes"),
-             "Serve it over HTTP (no Lightning; POST /predict):", "  " + shlex.join(script_command(SERVE_PY, [str(onnx_path)]))]
+              f"largest difference {difference:.2g} (limit {LIMIT:g}), same predicted classes")]
+    if quantize == "int8":
+        lines += [f"Quantized {folder / (source.stem + '.int8.onnx')} (and .int8.json): test accuracy {quantized['accuracy']:.4f} "
+                  f"against the float graph's {quantized['float_accuracy']:.4f} on {quantized['test_samples']} test samples"]
+    lines += ["Serve it over HTTP (no Lightning; POST /predict):", "  " + shlex.join(script_command(SERVE_PY, [str(onnx_path)]))]
     if inputs.example_path is not None:
         lines += ["Predict with it alone (predictions.csv, as train.py predict writes):",
                   "  " + shlex.join(script_command(PREDICT_ONNX_PY, [str(onnx_path), inputs.example_path]))]
@@ -128,7 +140,8 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
 
 
 def write_onnx(graph: ExportedGraph, example: torch.Tensor, path: Path) -> None:
-    """``graph`` as ONNX (torch's exporter, from ``torch.export``) with a dynamic batch axis, in one file."""
+    """``graph`` as ONNX (torch's exporter, from ``torch.export``) with a dynamic batch axis, in one
+    file, without the source lines and paths of this machine the exporter writes into every node."""
     chatter = io.StringIO()  # the exporter prints its steps, and whole graphs when it fails
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
@@ -139,6 +152,20 @@ def write_onnx(graph: ExportedGraph, example: torch.Tensor, path: Path) -> None:
     except Exception as error:  # the exporter raises many kinds
         raise UserError(f"{type(graph.net).__name__} does not export to ONNX: {export_failure(str(error))[:600]}. Write "
                         "forward() with torch operations only, without Python branches on tensor values") from error
+    without_stack_traces(path)
+
+
+def without_stack_traces(path: Path) -> None:
+    """Remove the ``pkg.torch.onnx.stack_trace`` entry torch's exporter adds to each node's metadata:
+    the absolute paths of this machine's source files, which should not travel with the model."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in [*model.graph.node, *(node for function in model.functions for node in function.node)]:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
 
 
 @torch.no_grad()
@@ -163,6 +190,53 @@ def compare(model: TrainingModule, datamodule: ProjectDataModule, inputs: Infere
     return float(np.abs(expected - got).max()), classes is None or bool((classes == predicted_classes(got, task)).all())
 
 
+QUANTIZED = (None, "int8")  # --quantize
+INT8_MAX_DROP = 0.005  # the most test accuracy (a fraction) an int8 graph may lose against the float one
+CALIBRATION_SAMPLES = 256  # training samples that set the int8 graph's activation ranges
+
+
+def write_int8(float_file: Path, int8_file: Path, inputs: InferenceInputs, task: str) -> dict[str, Any]:
+    """``float_file`` statically quantized to int8 (onnxruntime's QDQ format: int8 weights per
+    channel, uint8 activations whose ranges come from ``CALIBRATION_SAMPLES`` training samples),
+    written to ``int8_file``; refused (``UserError``) when its test-split accuracy is more than
+    ``INT8_MAX_DROP`` below the float graph's. Returns what the JSON says of it."""
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if task not in ("multiclass", "binary") or inputs.train_inputs is None:
+        raise UserError(f"--quantize int8 is offered for classification with a training split (this model: {task}); "
+                        "export without it")
+
+    class TrainingSamples(CalibrationDataReader):
+        def __init__(self) -> None:
+            chosen = Subset(inputs.train_inputs, range(min(CALIBRATION_SAMPLES, len(inputs.train_inputs))))
+            self.batches = iter(DataLoader(chosen, batch_size=32))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT: batch[0].float().numpy()}
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quantize_static(str(float_file), str(int8_file), TrainingSamples(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    accuracy = {}
+    for name, file in (("float", float_file), ("int8", int8_file)):
+        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        right = total = 0
+        for x, y in DataLoader(inputs.test_inputs, batch_size=256):
+            classes = predicted_classes(session.run(None, {INPUT: x.float().numpy()})[0], task)
+            right += int((classes.reshape(-1) == y.numpy().reshape(-1)).sum())
+            total += len(y)
+        accuracy[name] = right / total
+    drop = accuracy["float"] - accuracy["int8"]
+    if drop > INT8_MAX_DROP:
+        raise UserError(f"the int8 graph's test accuracy is {accuracy['int8']:.4f}, {drop * 100:.2f} points below the float graph's "
+                        f"{accuracy['float']:.4f} (at most {INT8_MAX_DROP * 100:g} allowed); nothing was written: serve the float export")
+    return {"kind": "int8 static, QDQ, weights per channel", "calibration_samples": min(CALIBRATION_SAMPLES, len(inputs.train_inputs)),
+            "test_samples": total, "accuracy": accuracy["int8"], "float_accuracy": accuracy["float"]}
+
+
 def write_weights(net: nn.Module, path: Path) -> None:
     """The net's state dict as safetensors (``net.load_state_dict(safetensors.torch.load_file(path))``)."""
     from safetensors.torch import save_file
@@ -172,8 +246,9 @@ def write_weights(net: nn.Module, path: Path) -> None:
 
 
 def describe(model: TrainingModule, inputs: InferenceInputs, checkpoint: dict[str, Any], source: Path,
-             check: dict[str, Any]) -> dict[str, Any]:
-    """The JSON beside the graph: what a caller feeds it, what comes out, and where it came from."""
+             check: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The JSON beside the graph (in ``folder``): what a caller feeds it, what comes out, the net
+    that reads the safetensors file, and where it came from (paths relative to ``folder``)."""
     record = source.parent.parent / "record.json"  # runs/<name>/version_N/checkpoints/<file>.ckpt
     steps = {"reshape": list(inputs.reshape) if inputs.reshape is not None else None, "resize_to": inputs.resize_to,
              "mean": inputs.mean.flatten().tolist() if inputs.mean is not None else None,
@@ -190,13 +265,23 @@ def describe(model: TrainingModule, inputs: InferenceInputs, checkpoint: dict[st
             "in_graph": {key: value for key, value in steps.items() if value is not None},
         },
         "outputs": {"name": OUTPUT, **model.export_outputs()},
-        "net": checkpoint.get("hyper_parameters", {}).get("net"),
-        "source": {"checkpoint": str(source.resolve()), "sha256": file_sha256(source),
+        "net": net_config(checkpoint.get("hyper_parameters", {}).get("net"), model),
+        "source": {"checkpoint": os.path.relpath(source.resolve(), folder.resolve()), "sha256": file_sha256(source),
                    "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
-                   "run_record": str(record.resolve()) if record.is_file() else None},
+                   "run_record": os.path.relpath(record.resolve(), folder.resolve()) if record.is_file() else None},
         "check": check,
         "versions": {name: importlib.metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
     }
+
+
+def net_config(net: Any, model: TrainingModule) -> Any:
+    """The net's ``{class_path, init_args}`` with its two sizes written in (the data gave them), so
+    that ``Net(**init_args)`` builds the net the safetensors file holds the weights of."""
+    if not isinstance(net, dict) or "class_path" not in net or model.net_sizes is None:
+        return net
+    outputs, input_shape = model.net_sizes
+    sizes = list(inspect.signature(imported(net["class_path"])).parameters)[:2]
+    return {**net, "init_args": {sizes[0]: outputs, sizes[1]: list(input_shape), **(net.get("init_args") or {})}}
 
 
 def reader_steps(reader: dict[str, Any]) -> list[str]:

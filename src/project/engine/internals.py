@@ -9,7 +9,7 @@ torch, Lightning, torchmetrics, torchvision or jsonargparse is used anywhere els
 - filters keyed on the text of a message: ``WARNINGS``, ``LOG_LINES``, ``SEED_LOGGER``;
 - patterns over jsonargparse's error wording: ``unknown_option``, ``class_paths_in``, ``parser_keys_in``,
   ``denied_import``;
-  over torch's exporter wording: ``export_failure`` (``tests/test_export.py`` pins both it and
+  over torch's exporter wording: ``export_failure`` and ``STACK_TRACE`` (``tests/test_export.py`` pins them and
   ``datamodule_state``, where Lightning keeps a data module's state in a checkpoint).
 
 Public behaviour the project relies on that a release could change without notice, the module
@@ -268,6 +268,10 @@ def datamodule_state(checkpoint: dict[str, Any], datamodule: Any) -> dict[str, A
     exporter reads it without a Trainer (``engine.export``)."""
     return checkpoint.get(type(datamodule).__qualname__)
 
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+"""torch 2.14.1's ONNX exporter: the metadata key under which it stores each node's Python stack
+(with this machine's absolute source paths); ``engine.export`` removes it."""
 
 EXPORT_SUMMARY = "## Exception summary"
 EXPORT_CALL = "The following call raised this error:"

@@ -21,6 +21,7 @@ class ProjectTrainer(Trainer):
         ckpt_path: str | None = None,
         output: str | None = None,
         check_samples: int = 1000,
+        quantize: str | None = None,
         weights_only: bool | None = None,
     ) -> None:
         """Export a checkpoint as ONNX (preprocessing inside, any batch size), safetensors weights and a JSON.
@@ -33,12 +34,15 @@ class ProjectTrainer(Trainer):
                 to (default: beside the checkpoint).
             check_samples: how many test samples the export is checked on; it refuses to finish
                 when an output differs by more than 1e-4 or a predicted class differs.
+            quantize: ``int8``: also write ``<name>.int8.onnx`` (and its ``.json``), statically
+                quantized with activation ranges calibrated on training samples; refused when its
+                test-split accuracy is more than 0.5 points below the float graph's.
             weights_only: as in the config a ``fit`` run saved; checkpoints are always read with
                 ``weights_only=True``.
         """
         from project.engine.export import export_checkpoint  # onnx and its exporter load only for export
 
-        export_checkpoint(*self._project_classes(model, datamodule), ckpt_path, output, check_samples)
+        export_checkpoint(*self._project_classes(model, datamodule), ckpt_path, output, check_samples, quantize)
 
     def lr_find(
         self,

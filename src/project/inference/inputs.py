@@ -55,13 +55,31 @@ def in_mode(image: Image.Image, channels: int) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)
 
 
-def image_pixels(source: str | bytes, channels: int, size: int, name: str | None = None) -> np.ndarray:
+class TooManyPixels(UnreadableImage):
+    """An image whose header says it holds more pixels than the reader decodes."""
+
+
+def image_pixels(source: str | bytes, channels: int, size: int, name: str | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
     """An image file (a path, or its bytes) as float32 pixels in [0, 1], ``channels x size x size``:
     converted (``in_mode``), resized bilinearly by PIL, divided by 255, as the evaluation
-    transforms of ``ImageTransforms`` make it before normalisation."""
+    transforms of ``ImageTransforms`` make it before normalisation.
+
+    ``max_pixels`` bounds the work before it is done: the size is read from the file's header, a
+    larger JPEG is reduced while it is decoded (PIL's draft mode, by a power of two, to no less
+    than ``size``) where that brings it under the bound, and any other is refused (``TooManyPixels``)."""
     label = name or (source if isinstance(source, str) else "the upload")
     try:
-        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # PIL warns of a large image: here it is refused or reduced instead
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source if isinstance(source, str) else io.BytesIO(source))
+        with image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                image.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG only; a no-op for others
+                if image.width * image.height > max_pixels:
+                    raise TooManyPixels(f"image {label} is {image.width} x {image.height} pixels, more than the "
+                                        f"{max_pixels:,} this reader decodes")
             image.load()
             resized = in_mode(image, channels).resize((size, size), Image.BILINEAR)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:

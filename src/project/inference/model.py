@@ -71,11 +71,12 @@ class ExportedModel:
 
     # -- reading inputs -------------------------------------------------------------------------
 
-    def image(self, source: str | bytes, name: str | None = None) -> np.ndarray:
-        """One image file (a path or its bytes) as the raw input the graph takes."""
+    def image(self, source: str | bytes, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+        """One image file (a path or its bytes) as the raw input the graph takes; one of more than
+        ``max_pixels`` pixels is refused from its header (``inputs.image_pixels``)."""
         if not self.reads_images:
             raise UserError(f"{name or source}: this model takes table rows of {shape_text(self.input_shape)} numbers, not images")
-        return image_pixels(source, self.reader["channels"], self.reader["size"], name)
+        return image_pixels(source, self.reader["channels"], self.reader["size"], name, max_pixels)
 
     def rows(self, values: Any, name: str) -> np.ndarray:
         """Table rows (a list of rows, or one row) as raw inputs, with one line for what does not fit."""
