@@ -185,6 +185,32 @@ def test_predict_from_the_export_alone_writes_the_rows_train_py_predict_writes(w
         assert onnx_rows == lightning_rows
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lenet_digits", "lenet_imagefolder", "two_layer_regression"])
+def test_a_checkpoint_in_a_notebook_predicts_on_raw_inputs_what_train_py_predict_does(workdir, name, monkeypatch):
+    """``load_predictor(checkpoint)``: the run's preprocessing in front of the net, on raw pixels or rows."""
+    from project.engine.predictor import load_predictor
+
+    _, _, inputs, option = RUNS[name]
+    monkeypatch.chdir(workdir)
+    run, best = workdir / "runs" / name / "version_0", best_checkpoint(workdir, name)
+    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(best), f"{option}={inputs}", *QUIET])
+    lightning_rows = read_csv(max((workdir / "runs" / name).glob("version_*/predictions.csv"), key=os.path.getmtime))
+    predictor = load_predictor(best)
+    if option == "--data.predict_dir":
+        raw = sorted(str(p) for p in (workdir / inputs).glob("*.png"))
+    else:
+        raw = np.loadtxt(workdir / inputs, delimiter=",", dtype=np.float32)
+    rows = predictor.predict(raw)
+    assert len(rows) == len(lightning_rows) >= 5
+    if "regression" in name:
+        assert np.allclose([r["pred"] for r in rows], [[float(r["prediction_0"]), float(r["prediction_1"])] for r in lightning_rows], atol=1e-5)
+    else:
+        names = predictor.class_names or [str(i) for i in range(100)]
+        assert [names[r["pred"]] for r in rows] == [r["predicted_class"] for r in lightning_rows]
+        assert [f"{r['prob']:.4f}" for r in rows] == [r["probability"] for r in lightning_rows]
+
+
 def test_predict_from_the_export_imports_neither_lightning_nor_torch(workdir):
     script = ("import sys; from project.inference.predict import main; main(sys.argv[1:]); "
               "assert not [m for m in sys.modules if m.split('.')[0] in ('lightning', 'torch', 'torchvision')], 'imported'")
@@ -597,3 +623,85 @@ def test_the_page_shows_the_top_classes_of_a_dropped_image_and_the_error_of_a_ba
     WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "error").text)
     assert "cannot read image the upload" in browser.find_element(By.ID, "error").text
     assert not browser.find_elements(By.CSS_SELECTOR, "#result tr")
+
+
+# -- int8 and micro-batching ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_int8_export_keeps_the_accuracy_and_is_served_as_it_is(workdir, monkeypatch, capsys, caplog):
+    from project.engine import export
+    from project.inference.model import ExportedModel
+
+    monkeypatch.chdir(workdir)
+    run, best = workdir / "runs" / "lenet_digits" / "version_0", best_checkpoint(workdir, "lenet_digits")
+    main(["export", "--config", str(run / "config.yaml"), "--ckpt_path", str(best), "--quantize", "int8", *QUIET])
+    int8 = best.with_name(best.stem + ".int8.onnx")
+    quantized = json.loads(int8.with_suffix(".json").read_text())["quantized"]
+    assert quantized["float_accuracy"] - quantized["accuracy"] <= 0.005 and quantized["test_samples"] > 0
+    assert f"test accuracy {quantized['accuracy']:.4f}" in caplog.text
+    rows = np.loadtxt(workdir / "rows.csv", delimiter=",", dtype=np.float32)
+    float_classes = [r["pred"] for r in ExportedModel(exported(workdir, "lenet_digits")).predict(rows)]
+    int8_classes = [r["pred"] for r in ExportedModel(int8).predict(rows)]
+    assert np.mean(np.array(float_classes) == np.array(int8_classes)) >= 0.9
+    # A drop past the limit refuses the whole export, and leaves the files already there as they were.
+    before = {path.name: path.stat().st_mtime_ns for path in best.parent.iterdir()}
+    monkeypatch.setattr(export, "INT8_MAX_DROP", -1.0)
+    message = export_error(["--config", str(run / "config.yaml"), "--ckpt_path", str(best), "--quantize", "int8"], capsys)
+    assert "points below the float graph's" in message and "nothing was written" in message
+    assert {path.name: path.stat().st_mtime_ns for path in best.parent.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_int8_is_refused_in_one_line_where_it_is_not_offered(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    run, best = workdir / "runs" / "two_layer_regression" / "version_0", best_checkpoint(workdir, "two_layer_regression")
+    assert "offered for classification" in export_error(["--config", str(run / "config.yaml"), "--ckpt_path", str(best),
+                                                          "--quantize", "int8"], capsys)
+    assert "--quantize takes int8" in export_error(["--config", str(run / "config.yaml"), "--ckpt_path", str(best),
+                                                    "--quantize", "int4"], capsys)
+
+
+def test_micro_batching_runs_concurrent_requests_as_one_batch_and_answers_each_its_own():
+    import asyncio
+
+    from project.inference.batching import MicroBatcher
+
+    batches = []
+
+    def run(inputs: np.ndarray) -> np.ndarray:
+        batches.append(len(inputs))
+        if (inputs < 0).any():
+            raise ValueError("a negative input")
+        return inputs * 10
+
+    async def requests(batcher: MicroBatcher, sizes: list[int], sign: int = 1) -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher(sign * np.full((n, 2), i + 1.0)) for i, n in enumerate(sizes)), return_exceptions=True)
+
+    answers = asyncio.run(requests(MicroBatcher(run, max_size=64, max_wait_s=0.05), [1, 2, 3, 1]))
+    assert batches == [7]  # all four waited together
+    assert [a.tolist() for a in answers] == [[[10.0, 10.0]] * n for n in (1,)] + [[[20.0, 20.0]] * 2, [[30.0, 30.0]] * 3, [[40.0, 40.0]]]
+    batches.clear()
+    asyncio.run(requests(MicroBatcher(run, max_size=3, max_wait_s=0.05), [2, 2, 5]))
+    assert batches == [4, 5]  # stops growing at max_size; a larger request runs alone, never split
+    answers = asyncio.run(requests(MicroBatcher(run, max_size=64, max_wait_s=0.05), [1, 1], sign=-1))
+    assert all(isinstance(a, ValueError) for a in answers)  # each request of a failed batch gets the error
+
+
+@pytest.mark.slow
+def test_the_server_answers_the_same_with_micro_batching(workdir, server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    process, batched = start_server(workdir, "--micro_batching", "on", "--batch_wait_ms", "20")
+    try:
+        pictures = sorted((workdir / "new").glob("*.png"))
+        with ThreadPoolExecutor(len(pictures)) as pool:
+            together = list(pool.map(lambda p: post(batched, p.read_bytes(), "image/png"), pictures))
+        alone = [post(server, p.read_bytes(), "image/png") for p in pictures]
+        assert [status for status, _ in together] == [200] * len(pictures)
+        for (_, one), (_, other) in zip(together, alone):
+            assert one["predictions"][0]["class"] == other["predictions"][0]["class"]
+            assert one["predictions"][0]["probability"] == pytest.approx(other["predictions"][0]["probability"], abs=1e-5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

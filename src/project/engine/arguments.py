@@ -38,6 +38,7 @@ from project.engine.internals import (
 )
 from project.engine.kinds import imported
 from project.engine.paths import RUNS
+from project.engine.preflight import is_file
 from project.engine.resume import Checkpoint
 
 NET_SIZE_OPTIONS = ("num_classes", "num_outputs", "d_out", "input_shape")  # what a net's first two arguments were called
@@ -110,9 +111,8 @@ def given_configs(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
             continue
         parsed = read_yaml(value)
         if key == "--config":
-            path = Path(value)
-            if path.is_file():
-                configs.append((f"{value}: ", read_yaml(path.read_text(errors="replace"))))
+            if is_file(value):
+                configs.append((f"{value}: ", read_yaml(Path(value).read_text(errors="replace"))))
             elif isinstance(parsed, dict):
                 configs.append(("", parsed))
             continue

@@ -73,6 +73,22 @@ class ExportedGraph(nn.Module):
         return mirror_averaged(self.net, x) if self.mirrored else self.net(x)
 
 
+def raw_inputs_graph(model: TrainingModule, datamodule: ProjectDataModule,
+                     checkpoint: dict[str, Any]) -> tuple[ExportedGraph, InferenceInputs]:
+    """``model`` with ``checkpoint``'s weights, in float32 and eval mode, behind the preprocessing of
+    ``datamodule`` (set up for its test split, with the statistics the checkpoint saved): the
+    graph that takes raw inputs, and how the data module reads them."""
+    datamodule.setup("test")
+    if (state := datamodule_state(checkpoint, datamodule)) is not None:
+        datamodule.load_state_dict(state)  # the statistics the model was trained with
+    model.fit_to(datamodule)
+    model.on_load_checkpoint(checkpoint)  # refuses the checkpoint of another model in one line
+    model.load_state_dict(checkpoint["state_dict"])
+    model.float().eval()  # float32, whatever the training precision
+    inputs = datamodule.inference_inputs()
+    return ExportedGraph(InputPreprocessing(inputs), model.net, mirrored=model.tta == "hflip").eval(), inputs
+
+
 def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt_path: str | None,
                       output: str | None, check_samples: int, quantize: str | None = None) -> Path:
     """Write ``<name>.onnx``, ``<name>.safetensors`` and ``<name>.json`` for the checkpoint
@@ -89,15 +105,7 @@ def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt
     folder = Path(output) if output else source.parent
     check_folder_can_be_written(folder, f"cannot write the export to {folder}")
     checkpoint = read_checkpoint(source)
-    datamodule.setup("test")
-    if (state := datamodule_state(checkpoint, datamodule)) is not None:
-        datamodule.load_state_dict(state)  # the statistics the model was trained with
-    model.fit_to(datamodule)
-    model.on_load_checkpoint(checkpoint)  # refuses the checkpoint of another model in one line
-    model.load_state_dict(checkpoint["state_dict"])
-    model.float().eval()  # exported in float32, whatever the training precision
-    inputs = datamodule.inference_inputs()
-    graph = ExportedGraph(InputPreprocessing(inputs), model.net, mirrored=model.tta == "hflip").eval()
+    graph, inputs = raw_inputs_graph(model, datamodule, checkpoint)
     samples = min(check_samples, len(inputs.test_inputs))  # type: ignore[arg-type]
     if samples == 0:
         raise UserError("the test split is empty: the export is checked on test samples (set data.test_fraction > 0)")
@@ -216,10 +224,15 @@ def write_int8(float_file: Path, int8_file: Path, inputs: InferenceInputs, task:
             batch = next(self.batches, None)
             return None if batch is None else {INPUT: batch[0].float().numpy()}
 
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = int8_file.with_suffix(".prepared.onnx")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        quantize_static(str(float_file), str(int8_file), TrainingSamples(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quant_pre_process(str(float_file), str(prepared))  # shapes inferred, graph simplified: what onnxruntime advises
+        quantize_static(str(prepared), str(int8_file), TrainingSamples(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    prepared.unlink()
     accuracy = {}
     for name, file in (("float", float_file), ("int8", int8_file)):
         session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])

@@ -26,15 +26,23 @@ def check_config_sizes(args: list[str]) -> None:
     configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
     configs += [arg.partition("=")[2] for arg in args if arg.startswith("--config=")]
     for config in configs:
-        path = Path(config)
+        path = Path(config) if is_file(config) else None
         try:
-            root = yaml.compose(path.read_text() if path.is_file() else config)
+            root = yaml.compose(path.read_text() if path else config)
         except (yaml.YAMLError, OSError, ValueError):
             continue  # jsonargparse says what is wrong with it
         if root is not None and expanded_size(root, {}) > MAX_CONFIG_VALUES:
-            where = config if path.is_file() else "--config"
+            where = config if path else "--config"
             raise UserError(f"{where}: its YAML aliases (*name) expand to over {MAX_CONFIG_VALUES:,} values; "
                             "no config needs that many: write the values out")
+
+
+def is_file(value: str) -> bool:
+    """Whether ``value`` names a file (a config given inline is no file name, however long)."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
