@@ -401,10 +401,11 @@ def test_predict_onnx_refuses_a_damaged_model_and_a_missing_description(workdir,
 # -- the server under hostile and operational traffic -----------------------------------------------------
 
 
-def start_server(workdir: Path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """``serve.py`` for the image model with ``options``, its stderr in ``workdir/serve-<port>.log``; ``(process, URL)``."""
+def start_server(workdir: Path, *options: str, env: dict[str, str] | None = None,
+                 name: str = "lenet_imagefolder") -> tuple[subprocess.Popen, str]:
+    """``serve.py`` for the model ``name`` with ``options``, its stderr in ``workdir/serve-<id>.log``; ``(process, URL)``."""
     log = (workdir / f"serve-{uuid.uuid4().hex[:8]}.log").open("w")
-    process = subprocess.Popen([sys.executable, str(REPO / "serve.py"), str(exported(workdir, "lenet_imagefolder")), "--port", "0",
+    process = subprocess.Popen([sys.executable, str(REPO / "serve.py"), str(exported(workdir, name)), "--port", "0",
                                 *options], cwd=workdir, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     line = process.stdout.readline()
     assert "Serving" in line, Path(log.name).read_text()
@@ -705,3 +706,60 @@ def test_the_server_answers_the_same_with_micro_batching(workdir, server):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_page_of_a_table_model_predicts_a_pasted_row(workdir, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    process, url = start_server(workdir, name="lenet_digits")
+    try:
+        row = (workdir / "rows.csv").read_text().splitlines()[0]
+        browser.get(url + "/")
+        assert not browser.find_element(By.ID, "images").is_displayed()
+        browser.find_element(By.ID, "row").send_keys(row)
+        browser.find_element(By.ID, "send").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result tr"))
+        shown = [line.text.split() for line in browser.find_elements(By.CSS_SELECTOR, "#result tr")]
+        status, answer = post(url, json.dumps({"input": [float(v) for v in row.split(",")]}).encode(), "application/json")
+        assert status == 200
+        assert shown == [[top["class"], f"{top['probability']:.4f}"] for top in answer["predictions"][0]["top_k"]]
+        browser.find_element(By.ID, "row").clear()
+        browser.find_element(By.ID, "row").send_keys("1, 2, 3")
+        browser.find_element(By.ID, "send").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "error").text)
+        assert "a row of this model holds 64 numbers" in browser.find_element(By.ID, "error").text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_large_jpeg_is_reduced_while_it_decodes_and_a_large_png_is_refused_from_its_header(tmp_path):
+    from PIL import Image
+
+    from project.inference.inputs import TooManyPixels, image_pixels
+
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 255, (2000, 2000, 3), dtype=np.uint8))
+    picture.save(tmp_path / "big.jpg", quality=90)
+    picture.save(tmp_path / "big.png")
+    pixels = image_pixels(str(tmp_path / "big.jpg"), 3, 32, max_pixels=1_000_000)  # decoded at 1/8: 250 x 250
+    assert pixels.shape == (3, 32, 32) and np.isfinite(pixels).all()
+    with pytest.raises(TooManyPixels, match="2000 x 2000 pixels, more than the 1,000,000"):
+        image_pixels(str(tmp_path / "big.png"), 3, 32, max_pixels=1_000_000)
+    assert image_pixels(str(tmp_path / "big.png"), 3, 32).shape == (3, 32, 32)  # no bound: read whole, as training does
+
+
+def test_the_api_key_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    from project.inference.server import api_key_of, parser
+
+    monkeypatch.delenv("SERVE_API_KEY", raising=False)
+    assert api_key_of(parser().parse_args(["m.onnx"])) is None
+    monkeypatch.setenv("SERVE_API_KEY", "from-the-environment")
+    assert api_key_of(parser().parse_args(["m.onnx"])) == "from-the-environment"
+    (tmp_path / "key").write_text("  from-a-file\n")
+    assert api_key_of(parser().parse_args(["m.onnx", "--api_key_file", str(tmp_path / "key")])) == "from-a-file"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(Exception, match="is empty"):
+        api_key_of(parser().parse_args(["m.onnx", "--api_key_file", str(tmp_path / "empty")]))
