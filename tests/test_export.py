@@ -296,6 +296,12 @@ def test_every_bad_request_gets_a_4xx_with_one_line_of_reason(server, body, cont
     assert post(server, *multipart({"ok.png": (REPO / "tests").joinpath("conftest.py").read_bytes()}))[0] == 400  # still serving
 
 
+@pytest.mark.slow
+def test_a_route_or_method_the_server_lacks_gets_the_same_error_shape(server):
+    assert get(server + "/nowhere") == (404, b'{"error":"Not Found"}')
+    assert get(server + "/predict") == (405, b'{"error":"Method Not Allowed"}')
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 
