@@ -212,6 +212,10 @@ BAD_INPUTS = {
     "label smoothing beyond 1": (lambda t: ["--model.label_smoothing=2"], "label_smoothing must be in [0, 1)"),
     "an unknown profiler name": (lambda t: ["--trainer.profiler=fastest"], "`profiler` parameter of `Trainer`, it can only be one of"),
     "a YAML alias bomb": (lambda t: ["--config", alias_bomb(t)], "its YAML aliases (*name) expand to over 100,000 values"),
+    "a YAML alias bomb given inline": (lambda t: [f"--config={(t / alias_bomb(t)).read_text()}"],
+                                       "--config: its YAML aliases (*name) expand to over 100,000 values"),
+    "a YAML alias bomb as an option's value": (lambda t: [f"--trainer.callbacks={flow_bomb()}"],
+                                               "--trainer.callbacks: its YAML aliases (*name) expand to over 100,000 values"),
     "an empty CSV": (lambda t: csv_data(t, ""), "table.csv: holds no rows (the file is empty)"),
     "a CSV with only a header": (lambda t: csv_data(t, "a,b,label\n"), "table.csv: holds no rows below its header"),
     "a word in an input column": (
@@ -230,6 +234,14 @@ def alias_bomb(tmp_path: Path) -> str:
     lines += [f"    - &{name} [{', '.join([f'*{previous}'] * 9)}]" for previous, name in zip("abcde", "bcdef")]
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
     return "bomb.yaml"
+
+
+def flow_bomb() -> str:
+    """The same bomb written on one line, as an option's value."""
+    text = "[&a [x, x, x, x, x, x, x, x, x]"
+    for previous, name in zip("abcde", "bcdef"):
+        text += f", &{name} [{', '.join([f'*{previous}'] * 9)}]"
+    return text + "]"
 
 
 def csv_data(tmp_path: Path, text: str) -> list[str]:

@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonargparse import ArgumentParser
 
 from project.engine.checkpoint_io import is_plain_data
@@ -38,7 +37,7 @@ from project.engine.internals import (
 )
 from project.engine.kinds import imported
 from project.engine.paths import RUNS
-from project.engine.preflight import is_file
+from project.engine.preflight import is_file, read_yaml
 from project.engine.resume import Checkpoint
 
 NET_SIZE_OPTIONS = ("num_classes", "num_outputs", "d_out", "input_shape")  # what a net's first two arguments were called
@@ -96,8 +95,9 @@ def given_configs(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
     it: each ``--config`` (a file, or YAML/JSON given inline), then the other options as one nested
     config (``--model.net.init_args.hidden 8`` as ``{"model": {"net": {"init_args": {"hidden": 8}}}}``,
     ``--trainer.callbacks+=X`` as a list). A config that does not read as YAML is left out:
-    jsonargparse says what is wrong with it. For ``engine.kinds``: a class of the wrong kind is
-    refused with one line before jsonargparse imports anything a config names."""
+    jsonargparse says what is wrong with it; one whose aliases expand past any config's size is
+    refused (``preflight.read_yaml``). For ``engine.kinds``: a class of the wrong kind is refused
+    with one line before jsonargparse imports anything a config names."""
     configs: list[tuple[str, dict[str, Any]]] = []
     options: dict[str, Any] = {}
     position = 1 if args and not args[0].startswith("-") else 0
@@ -109,13 +109,17 @@ def given_configs(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
         position += 1
         if not key.startswith("--") or not has_value or key.endswith((".help", "print_config")):
             continue
-        parsed = read_yaml(value)
         if key == "--config":
             if is_file(value):
-                configs.append((f"{value}: ", read_yaml(Path(value).read_text(errors="replace"))))
-            elif isinstance(parsed, dict):
+                try:
+                    text = Path(value).read_text(errors="replace")
+                except OSError:  # unreadable: jsonargparse names it
+                    continue
+                configs.append((f"{value}: ", read_yaml(text, value)))
+            elif isinstance(parsed := read_yaml(value, "--config"), dict):
                 configs.append(("", parsed))
             continue
+        parsed = read_yaml(value, key)
         *parents, last = key[2:].split(".")
         node = options
         for part in parents:
@@ -135,14 +139,6 @@ def child_options(node: dict[str, Any], key: str) -> dict[str, Any]:
             child[-1] = {"class_path": child[-1]}
         child = child[-1]
     return child if isinstance(child, dict) else {}
-
-
-def read_yaml(text: str) -> Any:
-    """``text`` as YAML (JSON included), or as itself where it is not YAML."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 # -- the run's context, under the command line ----------------------------------------------------

@@ -48,7 +48,7 @@ from project.engine.kinds import check_checkpoint_hyperparameters, check_given_c
 from project.engine.loggers import run_folder
 from project.engine.module import TrainingModule
 from project.engine.paths import BASE_CONFIG, check_folder_can_be_written, train_command
-from project.engine.preflight import check_accelerator, check_config_sizes, check_seed, trainer_options_checked
+from project.engine.preflight import check_accelerator, check_seed, trainer_options_checked
 from project.engine.provenance import unused_name
 from project.engine.resume import checkpoint_root, find_checkpoint
 from project.engine.signals import Interrupted
@@ -176,8 +176,9 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         """Parse the command line; when the run takes options from its context (``engine.arguments``),
         parse it again with them as one more config right after the config files. The checkpoint a
         run names is read here, once (``Checkpoint``), and the parsed config is final."""
-        check_config_sizes(args)
-        check_given_configs(given_configs(args), self.option_types())  # in one line, before jsonargparse imports what they name
+        # Read as given (YAML alias bombs refused), then a class of the wrong kind refused in one line,
+        # before jsonargparse expands the configs or imports what they name.
+        check_given_configs(given_configs(args), self.option_types())
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config

@@ -19,22 +19,18 @@ METRIC_STAGES = ("train", "val", "test")  # a monitor named "<stage>/..." must b
 MAX_CONFIG_VALUES = 100_000  # a recipe has a few hundred; YAML aliases can multiply a small file past any memory
 
 
-def check_config_sizes(args: list[str]) -> None:
-    """Refuse a ``--config`` (a file, or YAML given inline) whose YAML aliases expand to more values
-    than any config holds (an alias "bomb": ten lines that become 10^9 values), before jsonargparse
-    or ``engine.kinds`` expands it."""
-    configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
-    configs += [arg.partition("=")[2] for arg in args if arg.startswith("--config=")]
-    for config in configs:
-        path = Path(config) if is_file(config) else None
-        try:
-            root = yaml.compose(path.read_text() if path else config)
-        except (yaml.YAMLError, OSError, ValueError):
-            continue  # jsonargparse says what is wrong with it
-        if root is not None and expanded_size(root, {}) > MAX_CONFIG_VALUES:
-            where = config if path else "--config"
-            raise UserError(f"{where}: its YAML aliases (*name) expand to over {MAX_CONFIG_VALUES:,} values; "
-                            "no config needs that many: write the values out")
+def read_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML (JSON included), or as itself where it is not YAML. Refused (``UserError``,
+    naming ``where``) when its aliases expand to more values than any config holds (an alias
+    "bomb": ten lines that become 10^9 values), before anything expands it."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return text  # jsonargparse says what is wrong with it
+    if root is not None and expanded_size(root, {}) > MAX_CONFIG_VALUES:
+        raise UserError(f"{where}: its YAML aliases (*name) expand to over {MAX_CONFIG_VALUES:,} values; "
+                        "no config needs that many: write the values out")
+    return yaml.safe_load(text)
 
 
 def is_file(value: str) -> bool:
