@@ -537,8 +537,7 @@ def test_slow_and_vanishing_clients_are_cut_off_with_one_log_line(workdir, guard
     process, url = guarded_server
     with raw_connection(url) as slow_headers:  # a header line, then nothing: closed after --body_timeout_s
         slow_headers.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
-        started = time.monotonic()
-        assert slow_headers.recv(1000) == b"" and time.monotonic() - started < 20
+        assert slow_headers.recv(1000) == b""  # closed by the server (the socket's own timeout would raise)
     with raw_connection(url) as slow_body:  # headers, then part of the body: 408
         slow_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: s3cret-key\r\nContent-Type: image/png\r\n"
                           b"Content-Length: 1000\r\n\r\n" + bytes(10))
@@ -548,7 +547,7 @@ def test_slow_and_vanishing_clients_are_cut_off_with_one_log_line(workdir, guard
         vanishing.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: s3cret-key\r\nContent-Type: image/png\r\n"
                           b"Content-Length: 1000\r\n\r\n" + bytes(10))
         time.sleep(0.3)
-    for _ in range(50):  # the server writes its line once it sees the connection go
+    for _ in range(300):  # the server writes its line once it sees the connection go
         log = process.log_path.read_text()
         if "disconnected" in log:
             break
@@ -568,9 +567,14 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(workdir):
     with raw_connection(url) as client:
         client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(image)}\r\n\r\n".encode()
                        + image[:100])
-        time.sleep(0.5)  # the request is in flight
+        for _ in range(600):  # until the server has this request in flight (and the one asking)
+            if b"serve_requests_in_flight 2.0" in get(url + "/metrics")[1]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the request never showed as in flight")
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the signal is handled; the request still waits for the rest of its body
         client.sendall(image[100:])
         answer = read_answer(client)
     assert answer.startswith("HTTP/1.1 200") and '"predictions"' in answer
