@@ -346,7 +346,8 @@ class HeaderTimeout(H11Protocol):
     arrived ``header_timeout`` seconds after it opened or after its last answer. uvicorn 0.55 times
     out idle kept-alive connections only (``timeout_keep_alive``), so a client that sends a header
     line every few seconds held its connection forever. Reads ``self.conn`` (the connection's
-    ``h11.Connection``): ``tests/test_serving.py`` pins it."""
+    ``h11.Connection``), ``self.loop``, ``self.transport`` and ``self.client`` of uvicorn 0.55: the slow-client test
+    in ``tests/test_export.py`` fails if they move."""
 
     header_timeout = 30.0
 
