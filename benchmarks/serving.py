@@ -9,10 +9,12 @@ rounds that take the three paths in turn (the median of the rounds is printed):
   (``predictions.csv`` written; for the server, the first ``POST /predict`` answered);
 - per-image time at batch 1 and 64, with the image files read and decoded: for the two
   commands, ``(time for N images - time for 1 image) / (N - 1)``; for the server, the client's
-  time for N images sent one per request (batch 1) or 64 per multipart request, over N.
+  time for N images sent one per request (batch 1) or 64 per multipart request, over N, on one
+  kept-alive connection.
 """
 
 import argparse
+import http.client
 import json
 import shutil
 import statistics
@@ -20,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -54,28 +55,30 @@ def multipart(paths: list[Path]) -> tuple[bytes, str]:
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def post(url: str, body: bytes, content_type: str) -> dict:
-    request = urllib.request.Request(url + "/predict", data=body, method="POST", headers={"Content-Type": content_type})
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        return json.loads(answer.read())
-
-
 def serve(onnx: Path, images: list[Path], work: Path) -> tuple[float, float, float]:
-    """(start-up to first answer, per image at batch 1, per image at batch 64) of serve.py."""
+    """(start-up to first answer, per image at batch 1, per image at batch 64) of serve.py, asked over
+    one kept-alive connection, as browsers and HTTP client libraries ask (``serving_load.py``
+    measures it under load, with a load generator)."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, str(REPO / "serve.py"), str(onnx), "--port", "0"], cwd=work,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        url = process.stdout.readline().split(" at ")[1].split()[0]
-        post(url, images[0].read_bytes(), "image/png")
+        host, port = process.stdout.readline().split(" at http://")[1].split()[0].split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=120)
+
+        def post(body: bytes, content_type: str) -> dict:
+            connection.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+            return json.loads(connection.getresponse().read())
+
+        post(images[0].read_bytes(), "image/png")
         first = time.perf_counter() - start
         start = time.perf_counter()
         for path in images:
-            post(url, path.read_bytes(), "image/png")
+            post(path.read_bytes(), "image/png")
         one_by_one = (time.perf_counter() - start) / len(images)
         start = time.perf_counter()
         for i in range(0, len(images), 64):
-            post(url, *multipart(images[i : i + 64]))
+            post(*multipart(images[i : i + 64]))
         batched = (time.perf_counter() - start) / len(images)
     finally:
         process.terminate()
