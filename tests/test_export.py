@@ -449,7 +449,7 @@ def read_answer(connection) -> str:
 
 def test_the_listening_socket_switches_nagle_off_for_every_connection():
     """asyncio sets TCP_NODELAY on an accepted connection only if its socket's proto is IPPROTO_TCP;
-    without it each answer on a kept-alive connection waited ~40 ms (benchmarks/serving.py measures it)."""
+    without it each answer on a kept-alive connection waited ~40 ms (benchmarks/serving_load.py measures it)."""
     import socket
 
     from project.inference.server import listening_socket
