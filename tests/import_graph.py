@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOMS = ("nets", "datamodules", "lightning_modules")  # what a user forks and edits
-TOP = ("engine.cli", "engine.arguments", "engine.processes", "engine.search", "engine.seeds", "engine.predictor")  # tools on top of the rooms
+TOP = ("engine.cli", "engine.arguments", "engine.processes", "engine.search", "engine.seeds", "engine.predictor", "__main__")  # tools on top of the rooms
 
 
 def module_names(root: Path) -> dict[str, Path]:

@@ -177,3 +177,22 @@ def test_a_column_constant_in_training_is_left_unscaled_so_new_rows_where_it_dif
     rows = read_csv(run / "version_1" / "predictions.csv")
     right = np.mean([int(r["predicted_class"]) == t for r, t in zip(rows, digits.target[:200])])
     assert right > 0.85 and len({r["predicted_class"] for r in rows}) == 10, right
+
+
+@pytest.mark.slow
+def test_python_m_project_runs_the_cli_and_prints_commands_that_name_it(tmp_path):
+    """``python -m project`` is ``train.py``; what fit prints to run next names ``-m project`` and runs when pasted."""
+    import project
+
+    assert project.__version__ and project.__version__ != "0+unknown"  # the installed package's version
+    fit = subprocess.run([sys.executable, "-m", "project", "fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"),
+                          "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert fit.returncode == 0, fit.stderr
+    lines = (fit.stdout + fit.stderr).splitlines()
+    test_command = shlex.split(lines[lines.index("Test it:") + 1])
+    assert test_command[:3] == [sys.executable, "-m", "project"]
+    test = subprocess.run(test_command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert test.returncode == 0, test.stderr
+    tested = [row for row in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_1" / "metrics.csv") if row.get("test/acc")]
+    assert float(tested[-1]["test/acc"]) > 0.5  # one epoch of the digits: far above chance (0.1)

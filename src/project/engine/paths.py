@@ -21,7 +21,10 @@ def script_command(script: Path, args: list[str]) -> list[str]:
 
 
 def train_command(subcommand: str, args: list[str]) -> list[str]:
-    """``train.py SUBCOMMAND ARGS`` with this interpreter, as the user would run it."""
+    """``train.py SUBCOMMAND ARGS`` with this interpreter, as the user would run it; ``-m project
+    SUBCOMMAND ARGS`` when that is what runs now."""
+    if getattr(sys.modules["__main__"].__spec__, "name", None) == "project.__main__":
+        return [sys.executable, "-m", "project", subcommand, *args]
     return script_command(TRAIN_PY, [subcommand, *args])
 
 
