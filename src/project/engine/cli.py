@@ -182,10 +182,11 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
-        check_kinds(config.as_dict(), self.option_types())
+        given = config.as_dict()
+        check_kinds(given, self.option_types())
         checkpoint = find_checkpoint(config, subcommand) if subcommand else None
         if checkpoint is not None:  # before its hyperparameters reach the parser, which imports what they name
-            trusted = sorted({*config.get("trusted_packages", []), *packages_named(config.as_dict())})
+            trusted = sorted({*config.get("trusted_packages", []), *packages_named(given)})
             check_checkpoint_hyperparameters(checkpoint.hyperparameters, self.model_class, trusted, f"checkpoint {checkpoint.path}: ")
         context = run_context(config, subcommand, checkpoint)
         if context:

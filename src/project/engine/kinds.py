@@ -234,13 +234,13 @@ class KindCheck:
             kind = kind_of(hint)
             if (kind.bases or kind.returns or kind.any_function) and IMPORT_PATH.fullmatch(value):
                 named = self.resolve(option, value, kind)
-                if named is not None and (inspect.isclass(named) or callable(named)):
+                if callable(named):  # a class or a function; a constant is data
                     self.named(named, value, kind, option)
         elif callable(value) and not isinstance(value, torch.nn.Module):  # a function a parse imported already
-            path = function_path(value)
+            path, kind = function_path(value), kind_of(hint)
             if self.trusted is not None and not is_trusted(path, self.trusted):
-                self.resolve(option, path, kind_of(hint))
-            self.named(value, path, kind_of(hint), option)
+                self.resolve(option, path, kind)  # refuses it
+            self.named(value, path, kind, option)
 
     def spec(self, spec: Mapping[str, Any], hint: Any, option: str) -> None:
         """A ``{class_path, init_args}`` entry: the class, then each of its arguments."""

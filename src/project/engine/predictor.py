@@ -24,7 +24,7 @@ import yaml
 from project.engine.checkpoint_io import read_checkpoint
 from project.engine.errors import UserError
 from project.engine.export import ExportedGraph, raw_inputs_graph
-from project.inference.inputs import image_pixels, shape_text
+from project.inference.inputs import image_pixels, raw_rows
 from project.inference.predictions import prediction_rows, probabilities
 
 
@@ -41,11 +41,7 @@ class Predictor:
             items = [inputs] if isinstance(inputs, (str, Path, bytes)) else list(inputs)
             return np.stack([image_pixels(str(item) if isinstance(item, Path) else item, self.reader["channels"], self.reader["size"])
                              for item in items])
-        rows = np.asarray(inputs, dtype=np.float32)
-        rows = rows[None] if rows.shape == self.raw_shape else rows
-        if tuple(rows.shape[1:]) != self.raw_shape:
-            raise UserError(f"a row of this model holds {shape_text(self.raw_shape)} numbers, got shape {shape_text(rows.shape)}")
-        return rows
+        return raw_rows(inputs, self.raw_shape, "the rows")
 
     @torch.no_grad()
     def outputs(self, inputs: Any) -> np.ndarray:

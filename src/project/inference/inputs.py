@@ -7,6 +7,7 @@ functions, and so does an exported model's predictor and server, which start wit
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -208,6 +209,22 @@ def read_arrays(path: str, input_key: str = "x", target_key: str | None = "y",
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     """``1x28x28``."""
     return "x".join(str(n) for n in shape)
+
+
+def raw_rows(values: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Table rows (a list of rows, or one row) as float32 raw inputs of ``shape`` each, with one line
+    for what does not fit: not numbers, the wrong width, NaN/inf."""
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}: expected numbers, in a row or a list of rows") from None
+    if array.shape == shape:
+        array = array[None]
+    if array.ndim == 0 or tuple(array.shape[1:]) != shape:
+        raise UserError(f"{name}: a row of this model holds {shape_text(shape)} numbers, got shape {shape_text(array.shape)}")
+    if bad := non_finite_rows(array):
+        raise UserError(f"{name}: {len(bad)} row(s) hold NaN/inf ({some_rows(bad)})")
+    return array
 
 
 def non_finite_rows(inputs: np.ndarray) -> list[int]:

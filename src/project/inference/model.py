@@ -11,10 +11,9 @@ from project.inference.inputs import (
     IMAGE_SUFFIXES,
     image_files,
     image_pixels,
-    non_finite_rows,
+    raw_rows,
     read_arrays,
     shape_text,
-    some_rows,
 )
 from project.inference.predictions import TASKS, prediction_rows, probabilities
 
@@ -80,18 +79,7 @@ class ExportedModel:
 
     def rows(self, values: Any, name: str) -> np.ndarray:
         """Table rows (a list of rows, or one row) as raw inputs, with one line for what does not fit."""
-        try:
-            array = np.asarray(values, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise UserError(f"{name}: expected numbers, in a row or a list of rows") from None
-        if array.shape == self.input_shape:
-            array = array[None]
-        if array.ndim == 0 or tuple(array.shape[1:]) != self.input_shape:
-            raise UserError(f"{name}: a row of this model holds {shape_text(self.input_shape)} numbers, "
-                            f"got shape {shape_text(array.shape)}")
-        if bad := non_finite_rows(array):
-            raise UserError(f"{name}: {len(bad)} row(s) hold NaN/inf ({some_rows(bad)})")
-        return array
+        return raw_rows(values, self.input_shape, name)
 
     def inputs_at(self, path: Path) -> tuple[list[str], Any]:
         """``(names, inputs)`` of what ``predict`` labels at ``path``: a folder of images (any depth,

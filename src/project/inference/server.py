@@ -101,6 +101,7 @@ def create_app(model: ExportedModel, limits: Limits = Limits(), api_key: str | N
     from project.inference.metrics import ServerMetrics
 
     metrics = ServerMetrics()
+    try_it_page = page(model.meta, model.path.stem)  # the same for every request
     batcher = MicroBatcher(model.outputs, batching.max_size, batching.wait_ms / 1000) if batching.enabled else None
     ready = asyncio.Event()
 
@@ -133,7 +134,7 @@ def create_app(model: ExportedModel, limits: Limits = Limits(), api_key: str | N
 
     @app.get("/", response_class=HTMLResponse)
     async def try_it() -> str:
-        return page(model.meta, model.path.stem)
+        return try_it_page
 
     @app.get("/health")
     async def health() -> dict[str, str]:
