@@ -7,7 +7,8 @@ Every argument search.py does not know goes to `train.py fit`. The study is kept
 runs/search/<study>/study.db: the same command continues a stopped search.
 """
 
-from project.engine.search import main
+from project.__main__ import ROOMS
+from project.tools.search import main
 
 if __name__ == "__main__":
-    main()
+    main(rooms=ROOMS)

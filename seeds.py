@@ -7,7 +7,8 @@ Every argument seeds.py does not know goes to `train.py fit`. Runs, summary.csv 
 to runs/seeds/<run name>/version_N/.
 """
 
-from project.engine.seeds import main
+from project.__main__ import ROOMS
+from project.tools.seeds import main
 
 if __name__ == "__main__":
-    main()
+    main(rooms=ROOMS)

@@ -5,7 +5,7 @@
     python train.py --help
 """
 
-from project.engine.cli import main
+from project.__main__ import main
 
 if __name__ == "__main__":
     main()

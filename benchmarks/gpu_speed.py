@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import vs_plain_loop  # noqa: E402
 from epoch_timer import EpochTimer  # noqa: E402
-from project.engine.cli import ProjectCLI  # noqa: E402
+from project.tools.cli import ProjectCLI  # noqa: E402
 
 DIGITS_60K = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--config", str(REPO / "configs" / "data" / "digits_60k.yaml")]
 BF16 = ["--trainer.precision=bf16-mixed"]

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from project.engine.cli import ProjectCLI
+from project.tools.cli import ProjectCLI
 from project.engine.internals import quiet_known_noise
 from project.engine.paths import REPOSITORY
 from project.engine.provenance import device_info, git_state, package_versions, run_record

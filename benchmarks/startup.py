@@ -3,7 +3,7 @@
     python benchmarks/startup.py [--repeats 3]
 
 Prints the best of N wall times of: the bare interpreter, `import torch`, `import lightning`,
-`import project.engine.cli` (the template's own modules on top), and `python train.py --help`
+`import project.tools.cli` (the template's own modules on top), and `python train.py --help`
 (LightningCLI builds its parser from every class the configs may name).
 """
 
@@ -18,7 +18,7 @@ COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "import torch": [sys.executable, "-c", "import torch"],
     "import lightning": [sys.executable, "-c", "import lightning.pytorch"],
-    "import project.engine.cli": [sys.executable, "-c", "import project.engine.cli"],
+    "import project.tools.cli": [sys.executable, "-c", "import project.tools.cli"],
     "train.py --help": [sys.executable, str(REPO / "train.py"), "--help"],
     "train.py fit --help": [sys.executable, str(REPO / "train.py"), "fit", "--help"],
 }

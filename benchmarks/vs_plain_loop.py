@@ -48,7 +48,7 @@ REPO = Path(os.environ.get("TEMPLATE_REPO", HERE))
 sys.path.insert(0, str(HERE / "benchmarks"))
 from epoch_timer import EpochTimer  # noqa: E402
 from finetune_speed import make_images  # noqa: E402
-from project.engine.cli import ProjectCLI  # noqa: E402
+from project.tools.cli import ProjectCLI  # noqa: E402
 
 try:
     from project.engine.internals import PlainHookNameWrites  # noqa: E402

@@ -7,9 +7,10 @@ count: they run too). ``from pkg import name`` is an arrow to ``pkg.name`` when 
 else to ``pkg``. Floor 0 holds the modules that import nothing of the package; every other module
 stands one floor above the highest module it imports (modules in one circle share a floor).
 
-Every module also has a *rank* by what it is for: 0 for the engine's foundation, 1 for the rooms a
-user works in (nets, lightning modules, data modules), 2 for the tools on top (the command line,
-search, seeds). An arrow from a lower rank to a higher one runs back up.
+Every module also has a *rank* by what it is for: 0 for the floor the rooms stand on (``errors``,
+``inference``, ``engine``), 1 for the rooms a user works in (nets, lightning modules, data modules),
+2 for the tools on top (``tools``: the command line, export, search, seeds; ``__main__``). An arrow
+from a lower rank to a higher one runs back up.
 """
 
 import ast
@@ -17,11 +18,11 @@ import sys
 from pathlib import Path
 
 ROOMS = ("nets", "datamodules", "lightning_modules")  # what a user forks and edits
-TOP = ("engine.cli", "engine.arguments", "engine.processes", "engine.search", "engine.seeds", "engine.predictor", "__main__")  # tools on top of the rooms
+TOP = ("tools", "__main__")  # the command line and the tools that run many jobs, on top of the rooms
 
 
 def module_names(root: Path) -> dict[str, Path]:
-    """``{"project.engine.cli": path, ...}`` for every module of the package at ``root``."""
+    """``{"project.tools.cli": path, ...}`` for every module of the package at ``root``."""
     names = {}
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root.parent).with_suffix("").parts

@@ -145,7 +145,7 @@ def test_channels_last_and_compile_predict_what_eager_predicts_within_bf16_toler
 
 
 def test_tensors_kept_on_the_device_train_the_weights_of_tensors_copied_every_batch(tmp_path, monkeypatch, figure):
-    from project.engine.cli import ProjectCLI
+    from project.tools.cli import ProjectCLI
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", CUBLAS["CUBLAS_WORKSPACE_CONFIG"])
     recipe = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), *ON_DEVICE, "--data.augment=null", *DETERMINISTIC,

@@ -15,7 +15,7 @@ from project.datamodules import (
     TorchvisionDataModule,
 )
 from project.datamodules.splits import split_sizes, stratified_split
-from project.engine.errors import UserError
+from project.errors import UserError
 
 
 def set_up(datamodule, stage: str = "fit"):

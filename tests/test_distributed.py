@@ -17,7 +17,7 @@ from torch import nn
 from conftest import KILLABLE, QUIET, REPO, kill_at, read_csv, train_py
 from project.datamodules import LoaderOptions, TensorDataModule
 from project.engine.distributed import CPUSyncBatchNorm, SyncBatchNormPlugin, torchrun_counts, warn_if_restarts_share_the_store
-from project.engine.errors import UserError
+from project.errors import UserError
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 # The two-layer net (no BatchNorm, no dropout) on the 1,258 training digits: a global batch of 74
@@ -208,14 +208,14 @@ def test_torchrun_sets_devices_when_auto_and_refuses_a_mismatch(monkeypatch):
 
 def test_main_closes_the_process_group_it_leaves_behind(monkeypatch, tmp_path):
     # A process group left open at exit made a torchrun rank abort now and then (SIGABRT from gloo threads).
-    import project.engine.cli
+    import project.tools.cli
 
-    def run_that_opens_a_group(args):
+    def run_that_opens_a_group(rooms, args):
         store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
         torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
 
-    monkeypatch.setattr(project.engine.cli, "ProjectCLI", run_that_opens_a_group)
-    project.engine.cli.main([])
+    monkeypatch.setattr(project.tools.cli, "ProjectCLI", run_that_opens_a_group)
+    project.tools.cli.main([])
     assert not torch.distributed.is_initialized()
 
 

@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from project.datamodules import ImageFolderDataModule, ImageTransforms, TensorDataModule, TorchvisionDataModule
-from project.engine.cli import main
+from project.__main__ import main
 from project.engine.internals import EXPORT_CALL, EXPORT_SUMMARY, export_failure
 from project.engine.kinds import imported
 from project.inference.inputs import IMAGE_SUFFIXES
@@ -189,7 +189,7 @@ def test_predict_from_the_export_alone_writes_the_rows_train_py_predict_writes(w
 @pytest.mark.parametrize("name", ["lenet_digits", "lenet_imagefolder", "two_layer_regression"])
 def test_a_checkpoint_in_a_notebook_predicts_on_raw_inputs_what_train_py_predict_does(workdir, name, monkeypatch):
     """``load_predictor(checkpoint)``: the run's preprocessing in front of the net, on raw pixels or rows."""
-    from project.engine.predictor import load_predictor
+    from project.tools.predictor import load_predictor
 
     _, _, inputs, option = RUNS[name]
     monkeypatch.chdir(workdir)
@@ -641,7 +641,7 @@ def test_the_page_shows_the_top_classes_of_a_dropped_image_and_the_error_of_a_ba
 
 @pytest.mark.slow
 def test_an_int8_export_keeps_the_accuracy_and_is_served_as_it_is(workdir, monkeypatch, capsys, caplog):
-    from project.engine import export
+    from project.tools import export
     from project.inference.model import ExportedModel
 
     monkeypatch.chdir(workdir)

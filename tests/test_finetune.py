@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from conftest import KILLABLE, QUIET, REPO, kill_at, make_image_tree, train_py
 from project.datamodules import ImageFolderDataModule, LoaderOptions
 from project.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransforms
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.schedules import LRSchedule
 from project.lightning_modules import FineTuningModule
 from project.nets import TorchvisionClassifier

@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from conftest import QUIET, REPO, make_image_tree
-from project.engine.cli import main
-from project.engine.errors import UserError
+from project.__main__ import main
+from project.errors import UserError
 from project.engine.kinds import Kind, check_checkpoint_hyperparameters, kind_of
 from project.lightning_modules import ClassificationModule
 

@@ -3,7 +3,7 @@ from functools import partial
 import pytest
 import torch
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.lightning_modules import ClassificationModule, RegressionModule
 from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss
 from project.nets import TwoLayerNet

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from project.datamodules import LoaderOptions, TensorDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.lightning_modules import ClassificationModule, LRSchedule, RegressionModule
 from project.nets import TwoLayerNet
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.nets import LeNet, LeNetSequential, TwoLayerNet, initialize_weights
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUIET, REPO, read_csv
-from project.engine.cli import ProjectCLI
+from project.tools.cli import ProjectCLI
 
 RECIPE = ["--config", str(REPO / "configs" / "lenet_digits.yaml")]
 TUNED_SEEDS = [0]  # of 0, 1, 2

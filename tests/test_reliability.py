@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import KILLABLE, QUIET, REPO, kill_at, read_csv, train_py
-from project.engine.errors import UserError
+from project.errors import UserError
 
 DIGITS = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
 TWO_LAYER = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
@@ -325,7 +325,7 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_a_written_one_is_as_readabl
 def test_a_signal_during_predict_stops_it_with_128_plus_the_signal_and_no_predictions(tmp_path, monkeypatch):
     """Lightning logs a SIGTERM during predict and carries on to exit 0: a scheduler's stop was not
     obeyed. Now it stops after the batch, writes no partial predictions.csv and leaves no run folder."""
-    from project.engine.cli import main
+    from project.__main__ import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))

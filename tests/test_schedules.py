@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, OneCycleLR, StepLR
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.schedules import LRSchedule, build_schedulers
 
 BASE_LR, STEPS_PER_EPOCH, EPOCHS = 0.1, 4, 12

@@ -15,10 +15,10 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import QUIET, REPO, read_csv
-from project.engine import search
-from project.engine.cli import parse_fit_arguments
-from project.engine.errors import UserError
-from project.engine.search import Parameter, read_space
+from project.tools import search
+from project.tools.cli import parse_fit_arguments
+from project.errors import UserError
+from project.tools.search import Parameter, read_space
 
 LR = "model.optimizer.init_args.lr"
 RECIPE = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--trainer.max_epochs=3", *QUIET]

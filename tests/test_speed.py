@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import QUIET, REPO, read_csv, train_py
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.lightning_modules import ClassificationModule, SpeedOptions
 from project.nets import LeNet
 

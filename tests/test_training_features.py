@@ -16,7 +16,7 @@ from test_finetune import planted  # noqa: F401  (the fixture: ResNet-18 weights
 from torch.nn import functional as F
 
 from project.datamodules import TensorDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.lightning_modules import ClassificationModule
 from project.nets import LeNet
 

@@ -160,7 +160,7 @@ def test_a_column_constant_in_training_is_left_unscaled_so_new_rows_where_it_dif
     always 0) would turn a 1 in new rows into ~1e8 and decide every prediction alone."""
     from sklearn.datasets import load_digits
 
-    from project.engine.cli import main
+    from project.__main__ import main
 
     monkeypatch.chdir(tmp_path)
     digits = load_digits()

@@ -13,7 +13,7 @@ from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 from project.datamodules.splits import stratified_split
 from project.datamodules.transforms import ImageTransforms
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.provenance import hash_files
 from project.inference.inputs import IMAGE_SUFFIXES, image_files, is_hidden
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import torch
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 
 def split_sizes(total: int, val_fraction: float, test_fraction: float) -> list[int]:

@@ -12,7 +12,7 @@ from project.datamodules.augment import MIRRORED_DIGITS, BatchAffine
 from project.datamodules.splits import split_sizes
 from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep_batch
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, loader_class
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.provenance import hash_tensors
 from project.inference.inputs import is_text, non_finite_rows, read_arrays, some_rows
 

@@ -10,7 +10,7 @@ from project.datamodules.augment import MIRRORED_DIGITS
 from project.datamodules.splits import split_sizes
 from project.datamodules.transforms import ImageTransforms
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.provenance import hash_files
 
 DATASETS: dict[str, tuple[type, list[str]]] = {

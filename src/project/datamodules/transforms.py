@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from project.engine.data import InferenceInputs
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.inference.inputs import in_mode
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -11,7 +11,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 _last_read: tuple[tuple[str, int, int], dict[str, Any]] | None = None  # (file identity, content): see read_checkpoint
 

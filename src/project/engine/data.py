@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.internals import UnrepeatedDistributedSampler
 
 

@@ -14,7 +14,7 @@ import torch.distributed.nn.functional as dist_functional
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 from torch import nn
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.internals import BatchNormBase
 
 

@@ -94,8 +94,8 @@ class SkipLightningCheckpointHparams:
 
     Lightning 2.6.6 calls ``LightningCLI._parse_ckpt_path`` right after ``parse_arguments``: it reads
     the checkpoint that ``ckpt_path`` names and lays the checkpoint's hyperparameters over the whole
-    parsed config, the command line included. ``engine.cli`` has read that checkpoint already and laid
-    them under the command line (``engine.arguments``): Lightning's pass would read the file again
+    parsed config, the command line included. ``tools.cli`` has read that checkpoint already and laid
+    them under the command line (``tools.arguments``): Lightning's pass would read the file again
     and undo what the command line said.
     """
 
@@ -135,7 +135,7 @@ WARNINGS = (
     Noise("The dirpath has changed from", "lightning.pytorch.callbacks.model_checkpoint",
           "test, predict and resumed runs write to a new run folder; Lightning warns each time that the checkpoint's differs"),
     Noise("LightningCLI's args parameter is intended to run from within Python", "lightning.pytorch.cli",
-          "engine.cli hands LightningCLI the command line itself, prepared by engine.arguments"),
+          "tools.cli hands LightningCLI the command line itself, prepared by tools.arguments"),
     Noise("Total length of `list` across ranks is zero", "lightning.pytorch.utilities.data",
           "a run without a validation split says so itself (TrainingModule.train_without_validation)",
           as_written="Total length of `{type(dataloader).__name__}` across ranks is zero"),
@@ -150,7 +150,7 @@ LOG_LINES = (  # logged by Lightning's rank_zero_info through this logger
           "the lr schedule counts the steps of an epoch (engine.module)"),
 )
 LOG_LINES_LOGGER = "lightning.pytorch.utilities.rank_zero"
-SEED_LOGGER = "lightning.fabric.utilities.seed"  # "Seed set to N" (engine.cli quiets it where no run starts)
+SEED_LOGGER = "lightning.fabric.utilities.seed"  # "Seed set to N" (tools.cli quiets it where no run starts)
 
 
 def is_not_noise(record: logging.LogRecord) -> bool:
@@ -265,13 +265,13 @@ def parser_keys_in(message: str) -> list[str]:
 def datamodule_state(checkpoint: dict[str, Any], datamodule: Any) -> dict[str, Any] | None:
     """What the data module's ``state_dict()`` returned when the checkpoint was saved. Lightning 2.6.6
     keeps it under the data module's class ``__qualname__`` (its ``_CheckpointConnector``); the
-    exporter reads it without a Trainer (``engine.export``)."""
+    exporter reads it without a Trainer (``tools.export``)."""
     return checkpoint.get(type(datamodule).__qualname__)
 
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"
 """torch 2.14.1's ONNX exporter: the metadata key under which it stores each node's Python stack
-(with this machine's absolute source paths); ``engine.export`` removes it."""
+(with this machine's absolute source paths); ``tools.export`` removes it."""
 
 EXPORT_SUMMARY = "## Exception summary"
 EXPORT_CALL = "The following call raised this error:"

@@ -39,7 +39,7 @@ import torch
 from jsonargparse import set_parsing_settings
 from typing_extensions import is_protocol
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 TRUSTED_PACKAGES = ("project", "torch", "torchvision", "lightning")
 """What a checkpoint may name without being told: this project and the libraries it trains with."""

@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from project.engine.checkpoint_io import is_plain_data, read_checkpoint
 from project.engine.data import ProjectDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.internals import PlainHookNameWrites
 from project.engine.kinds import check_checkpoint_hyperparameters
 from project.engine.preflight import check_monitors, monitors_of

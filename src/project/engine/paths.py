@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 TRAIN_PY = REPOSITORY / "train.py"

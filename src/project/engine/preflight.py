@@ -12,7 +12,7 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's generator takes, and so Lightning's seed_everything
 METRIC_STAGES = ("train", "val", "test")  # a monitor named "<stage>/..." must be one the module logs

@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.engine.checkpoint_io import read_checkpoint
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.signals import slurm_job_id
 
 LIGHTNING_CHECKPOINT_NAMES = ("best", "last", "hpc", "registry")  # ckpt_path values Lightning resolves itself

@@ -33,7 +33,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 SCHEDULE_NAMES = ("none", "step", "multistep", "cosine", "onecycle", "plateau")
 

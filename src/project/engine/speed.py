@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.inference.inputs import (
     IMAGE_SUFFIXES,
     image_files,

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.inference.model import ExportedModel
 from project.inference.predictions import write_predictions
 

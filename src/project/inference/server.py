@@ -50,7 +50,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.inference.inputs import TooManyPixels, UnreadableImage, shape_text
 from project.inference.model import ExportedModel
 from project.inference.page import page

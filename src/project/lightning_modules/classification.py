@@ -9,7 +9,7 @@ from torch import nn
 from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MetricCollection
 
 from project.engine.data import ProjectDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.loggers import log_picture, run_folder
 from project.engine.module import NetFactory, TrainingModule
 from project.engine.reports import report_confusion_matrix

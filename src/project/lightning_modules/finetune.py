@@ -8,7 +8,7 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.internals import BatchNormBase
 from project.engine.module import NetFactory
 from project.lightning_modules.classification import ClassificationModule

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 CLASSIFICATION_LOSSES = ("cross_entropy", "nll", "bce_with_logits")
 REGRESSION_LOSSES = ("mse", "l1", "smooth_l1", "huber")

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.nets.init import WeightInit, initialize_weights
 
 

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.nets.backbone import BackboneAndHead
 
 

@@ -24,7 +24,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 CURRENT_WEIGHTS = "current_model_state"  # checkpoint key of the weights being trained (Lightning's name for it)
 AVERAGED_STEPS = "averaged_steps"  # checkpoint key: how many steps the average holds

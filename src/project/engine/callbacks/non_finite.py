@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from project.engine.errors import UserError
+from project.errors import UserError
 
 
 class NonFiniteGradients(Callback):

@@ -3,7 +3,7 @@
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from project.engine.data import ProjectDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.module import TrainingModule
 
 
@@ -40,7 +40,7 @@ class ProjectTrainer(Trainer):
             weights_only: as in the config a ``fit`` run saved; checkpoints are always read with
                 ``weights_only=True``.
         """
-        from project.engine.export import export_checkpoint  # onnx and its exporter load only for export
+        from project.tools.export import export_checkpoint  # onnx and its exporter load only for export
 
         export_checkpoint(*self._project_classes(model, datamodule), ckpt_path, output, check_samples, quantize)
 
@@ -64,7 +64,7 @@ class ProjectTrainer(Trainer):
             num_training: optimizer steps, the lr rising exponentially between the two.
             early_stop_threshold: stop once the loss exceeds this multiple of the best so far (null: never).
         """
-        from project.engine.tuning import find_lr
+        from project.tools.tuning import find_lr
 
         return find_lr(self, *self._project_classes(model, datamodule), min_lr, max_lr, num_training, early_stop_threshold)
 
@@ -88,7 +88,7 @@ class ProjectTrainer(Trainer):
             init_val: the first batch size tried.
             max_trials: the most batch sizes tried.
         """
-        from project.engine.tuning import find_batch_size
+        from project.tools.tuning import find_batch_size
 
         return find_batch_size(self, *self._project_classes(model, datamodule), mode, steps_per_trial, init_val, max_trials)
 

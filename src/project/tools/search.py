@@ -15,6 +15,7 @@ import random
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.paths import train_command
-from project.engine.processes import Devices, Runs, Stopped, as_arguments, find_record, last_error, tool_folder
+from project.tools.processes import Devices, Runs, Stopped, as_arguments, find_record, last_error, tool_folder
 from project.engine.study import make_pruner, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -298,14 +299,14 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return options, fit_args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
     options, fit_args = parse_options(sys.argv[1:] if argv is None else argv)
-    from project.engine.cli import exit_on_user_error, parse_fit_arguments  # Lightning: seconds to import, not for --help
+    from project.tools.cli import exit_on_user_error, parse_fit_arguments  # Lightning: seconds to import, not for --help
 
     with exit_on_user_error():
         space = read_space(options.space)
         for key in overridden(space, fit_args):
             print(f"note: --{key} is in the search space: each trial's value replaces the one given here", flush=True)
-        config = parse_fit_arguments([*fit_args, *as_arguments({p.key: p.example() for p in space})])
+        config = parse_fit_arguments(rooms=rooms, args=[*fit_args, *as_arguments({p.key: p.example() for p in space})])
         code = Search(options, fit_args, space, config).run()
     sys.exit(code)

@@ -22,7 +22,7 @@ from typing import Any
 from jsonargparse import ArgumentParser
 
 from project.engine.checkpoint_io import is_plain_data
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.internals import (
     class_paths_in,
     denied_import,

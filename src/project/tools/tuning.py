@@ -15,7 +15,7 @@ from lightning.pytorch.tuner import Tuner
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.engine.data import ProjectDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.loggers import run_folder
 from project.engine.module import TrainingModule
 from project.engine.paths import train_command

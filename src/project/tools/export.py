@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 
 from project.engine.checkpoint_io import current_umask, read_checkpoint
 from project.engine.data import InferenceInputs, ProjectDataModule
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.internals import STACK_TRACE, datamodule_state, export_failure
 from project.engine.kinds import imported
 from project.engine.module import TrainingModule, mirror_averaged

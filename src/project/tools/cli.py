@@ -8,7 +8,7 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -22,10 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.table import Table
 
-import project.datamodules
-import project.lightning_modules
-import project.nets
-from project.engine.arguments import (
+from project.tools.arguments import (
     command_line_overrides,
     config_files_end,
     denied_import_line,
@@ -42,7 +39,7 @@ from project.engine.callbacks.averaging import AveragedWeights
 from project.engine.callbacks.run_record import scalar_metrics
 from project.engine.data import ProjectDataModule
 from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
-from project.engine.errors import find_user_error
+from project.errors import find_user_error
 from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
 from project.engine.kinds import check_checkpoint_hyperparameters, check_given_configs, check_kinds, packages_named
 from project.engine.loggers import run_folder
@@ -52,32 +49,21 @@ from project.engine.preflight import check_accelerator, check_seed, trainer_opti
 from project.engine.provenance import unused_name
 from project.engine.resume import checkpoint_root, find_checkpoint
 from project.engine.signals import Interrupted
-from project.engine.trainer import ProjectTrainer
+from project.tools.trainer import ProjectTrainer
 
 RUN_START_FILES = ("config.yaml", "hparams.yaml", "record.json", "git.diff")  # what a run writes before any work
 CALLBACK_OPTIONS = {"checkpoint": LatestBestCheckpoint, "last_checkpoint": ModelCheckpoint, "early_stopping": EarlyStopping}
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "export", "lr_find", "scale_batch_size")
-MOVED = {  # class paths of earlier versions of this template: old prefix -> new prefix
-    "project.callbacks.NonFiniteLoss": "project.engine.callbacks.NonFiniteGradients",
-    **{f"project.{name}.": f"project.engine.{name}." for name in ("callbacks", "loggers", "checkpoint_io", "profiler", "distributed")},
-}
 
 
-def import_rooms() -> None:
-    """Import every module of the rooms (``project.nets``, ``project.datamodules``,
-    ``project.lightning_modules``), so that a class a user adds to one of their folders can be named
-    by its name alone (``--data MyData``, ``--model.net MyNet``, ``--data.help MyData``)."""
-    for package in (project.nets, project.datamodules, project.lightning_modules):
+def import_rooms(rooms: Sequence[str]) -> None:
+    """Import every module of the packages ``rooms`` (the entry script names the folders a user
+    edits), so that a class a user adds to one of them can be named by its name alone
+    (``--data MyData``, ``--model.net MyNet``, ``--data.help MyData``)."""
+    for name in rooms:
+        package = importlib.import_module(name)
         for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             importlib.import_module(module.name)
-
-
-def moved_class_line(message: str) -> str | None:
-    """For a class path of an earlier version of this template, where that class is now."""
-    for old, new in MOVED.items():
-        if found := re.search(re.escape(old) + r"[\w.]*", message):
-            return f"error: {found.group()} is now {new + found.group()[len(old):]}: change the config that names it"
-    return None
 
 
 class ProjectArgumentParser(LightningArgumentParser):
@@ -88,7 +74,7 @@ class ProjectArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         ours = find_user_error(ex)
-        line = None if ours else (moved_class_line(message) or denied_import_line(message) or unknown_option_line(message, self)
+        line = None if ours else (denied_import_line(message) or unknown_option_line(message, self)
                                  or unknown_class_line(message) or wrong_value_line(message))
         # A value of thousands of characters (a long list from a config) is cut to its start.
         message = "\n".join(text[:400] + " ..." if len(text) > 400 else text for text in message.strip().splitlines())
@@ -119,10 +105,10 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
     Every subcommand reads ``configs/base.yaml`` first (trainer, callbacks and logger defaults), then
     each ``--config`` on top of it, then the command line. Configs name classes with ``class_path``
     (subclass mode), so one entry point serves every recipe in ``configs/``. What a run takes from its
-    context (a checkpoint's hyperparameters, ...) goes under the command line (``engine.arguments``).
+    context (a checkpoint's hyperparameters, ...) goes under the command line (``tools.arguments``).
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, rooms: Sequence[str] = (), **kwargs: Any) -> None:
         base = {"default_config_files": [str(BASE_CONFIG)]}
         with_subcommands = kwargs.get("run", True)
         kwargs.setdefault("parser_kwargs", {name: dict(base) for name in SUBCOMMANDS} if with_subcommands else base)
@@ -130,7 +116,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         kwargs.setdefault("trainer_class", ProjectTrainer)
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False})  # SaveConfigToRun writes it
-        import_rooms()
+        import_rooms(rooms)
         try:
             super().__init__(
                 TrainingModule,
@@ -173,7 +159,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         parser.set_defaults({"trainer.enable_progress_bar": sys.stdout.isatty()})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
-        """Parse the command line; when the run takes options from its context (``engine.arguments``),
+        """Parse the command line; when the run takes options from its context (``tools.arguments``),
         parse it again with them as one more config right after the config files. The checkpoint a
         run names is read here, once (``Checkpoint``), and the parsed config is final."""
         # Read as given (YAML alias bombs refused), then a class of the wrong kind refused in one line,
@@ -274,12 +260,12 @@ def remove_empty_run_folder(trainer: Trainer) -> None:
         folder.parent.rmdir()
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
+def main(args: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
+    """Run the CLI, with short class names found in the packages ``rooms``; a problem in the user's input ends it with one ``error:`` line and exit status 2."""
     quiet_known_noise()
     try:
         with exit_on_user_error():
-            ProjectCLI(args=with_class_defaults(sys.argv[1:] if args is None else args))
+            ProjectCLI(rooms, args=with_class_defaults(sys.argv[1:] if args is None else args))
     except Interrupted as stop:  # a scheduler's signal, seen by every rank alike: a checkpoint is saved
         print_once(str(stop))
         sys.exit(stop.exit_code)
@@ -336,7 +322,7 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def parse_fit_arguments(args: list[str]) -> Any:
+def parse_fit_arguments(args: list[str], rooms: Sequence[str] = ()) -> Any:
     """The config ``train.py fit ARGS`` would run with, parsed but nothing built, for ``search.py``
     and ``seeds.py``. A broken config or a misspelt option ends the program here, with
     ``train.py``'s one-line error, before any run."""
@@ -351,6 +337,6 @@ def parse_fit_arguments(args: list[str]) -> Any:
     seed_log.setLevel(logging.WARNING)
     try:
         with exit_on_user_error():
-            return ConfigOnly(args=with_class_defaults(args), run=False).config
+            return ConfigOnly(rooms, args=with_class_defaults(args), run=False).config
     finally:
         seed_log.setLevel(level)

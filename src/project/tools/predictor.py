@@ -1,6 +1,6 @@
 """A trained checkpoint in a notebook: raw inputs in, the rows ``train.py predict`` writes out.
 
-    from project.engine.predictor import load_predictor
+    from project.tools.predictor import load_predictor
 
     predictor = load_predictor("runs/lenet_imagefolder/version_0/checkpoints/best-....ckpt")
     predictor.predict(["cat.png", "dog.png"])      # image files (paths or bytes)
@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from project.engine.checkpoint_io import read_checkpoint
-from project.engine.errors import UserError
-from project.engine.export import ExportedGraph, raw_inputs_graph
+from project.errors import UserError
+from project.tools.export import ExportedGraph, raw_inputs_graph
 from project.inference.inputs import image_pixels, raw_rows
 from project.inference.predictions import prediction_rows, probabilities
 
@@ -60,7 +60,7 @@ def load_predictor(checkpoint: str | Path, config: str | Path | None = None) -> 
     """A ``Predictor`` for ``checkpoint``, built from ``config`` (default: the ``config.yaml`` of the
     run that wrote it, ``runs/<name>/version_N/``). The config is checked as the command line checks
     it (``engine.kinds``); the checkpoint gives weights and saved statistics only."""
-    from project.engine.cli import ProjectCLI
+    from project.tools.cli import ProjectCLI
     from project.engine.internals import quiet_known_noise
 
     quiet_known_noise()

@@ -11,6 +11,7 @@ import csv
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from project.engine.loggers import claim_version_folder
 from project.engine.paths import train_command
-from project.engine.processes import Devices, Runs, Stopped, find_record, last_error, tool_folder
+from project.tools.processes import Devices, Runs, Stopped, find_record, last_error, tool_folder
 
 SUMMARY_COLUMNS = ("metric", "mean", "std", "min", "max", "seeds")
 
@@ -117,12 +118,12 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return options, fit_args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
     options, fit_args = parse_options(sys.argv[1:] if argv is None else argv)
-    from project.engine.cli import exit_on_user_error, parse_fit_arguments  # Lightning: seconds to import, not for --help
+    from project.tools.cli import exit_on_user_error, parse_fit_arguments  # Lightning: seconds to import, not for --help
 
     with exit_on_user_error():
-        config = parse_fit_arguments(fit_args)
+        config = parse_fit_arguments(fit_args, rooms)
         root = tool_folder(config, "seeds") / (options.name or run_name(config))
         folder = root / f"version_{claim_version_folder(root, 0)}"
         runner = SeedRuns(fit_args, folder.resolve(), options.parallel, options.test)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from project.engine.errors import UserError
+from project.errors import UserError
 from project.engine.paths import runs_root
 
 
