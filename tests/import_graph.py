@@ -5,7 +5,8 @@
 An arrow A -> B means module A imports module B, anywhere in its file (imports inside functions
 count: they run too). ``from pkg import name`` is an arrow to ``pkg.name`` when that is a module,
 else to ``pkg``. Floor 0 holds the modules that import nothing of the package; every other module
-stands one floor above the highest module it imports (modules in one circle share a floor).
+stands one floor above the highest module it imports (modules in one circle share a floor). The
+same is drawn for the folders (``engine``, ``tools``, ...) and top-level modules (``errors``).
 
 Every module also has a *rank* by what it is for: 0 for the floor the rooms stand on (``errors``,
 ``inference``, ``engine``), 1 for the rooms a user works in (nets, lightning modules, data modules),
@@ -127,9 +128,29 @@ def upward_arrows(edges: dict[str, set[str]], package: str) -> list[tuple[str, s
     return sorted((a, b) for a, targets in edges.items() for b in targets if rank(a, package) < rank(b, package))
 
 
+def folders(edges: dict[str, set[str]], package: str) -> dict[str, set[str]]:
+    """The graph of the package's folders and top-level modules (``project.engine``, ``project.errors``):
+    an arrow A -> B when a module in A imports a module in B."""
+
+    def folder(module: str) -> str:
+        return ".".join(module.split(".")[:2]) if module != package else module
+
+    collapsed: dict[str, set[str]] = {folder(m): set() for m in edges}
+    for a, targets in edges.items():
+        collapsed[folder(a)] |= {folder(b) for b in targets if folder(b) != folder(a)}
+    return collapsed
+
+
 def main(root: Path) -> None:
     edges = graph(root)
     package = root.name
+    by_folder = folders(edges, package)
+    floor = floors(by_folder)
+    print("folders:")
+    for level in range(max(floor.values()) + 1):
+        print(f"  floor {level}: " + ", ".join(sorted(m.removeprefix(package + ".") for m in by_folder if floor[m] == level)))
+    print(f"  {max(floor.values()) + 1} floors, {len(circles(by_folder))} circle(s)")
+    print("modules:")
     floor = floors(edges)
     for level in range(max(floor.values()) + 1):
         print(f"floor {level}: " + ", ".join(sorted(m.removeprefix(package + ".") for m in edges if floor[m] == level)))

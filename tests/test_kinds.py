@@ -26,7 +26,7 @@ TABLE_CONFIG = str(REPO / "configs" / "two_layer_digits.yaml")
 
 # Where a config names a class, and the kind it must be (the module docstring of engine.kinds).
 EXTENSION_POINTS = {
-    "model": "project.engine.module.TrainingModule",
+    "model": "lightning.LightningModule",
     "model.net": "torch.nn.Module",
     "model.optimizer": "torch.optim.Optimizer",
     "model.loss": "torch.nn.Module",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from import_graph import ROOMS, TOP, circles, graph, rank, upward_arrows
+from import_graph import ROOMS, TOP, circles, floors, folders, graph, rank, upward_arrows
 from project.__main__ import main
 
 PACKAGE = REPO / "src" / "project"
@@ -22,6 +22,12 @@ def edges() -> dict[str, set[str]]:
 
 def test_imports_have_no_circle(edges):
     assert circles(edges) == []
+
+
+def test_the_folders_stand_on_at_most_six_floors_without_a_circle(edges):
+    by_folder = folders(edges, "project")
+    assert circles(by_folder) == []
+    assert max(floors(by_folder).values()) + 1 <= 6, floors(by_folder)
 
 
 def test_imports_run_one_way_from_the_engine_through_the_rooms_to_the_tools(edges):

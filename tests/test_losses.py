@@ -34,12 +34,12 @@ def losses_while_training(module, batch, steps: int = 60) -> tuple[float, float]
     optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
     first = None
     for _ in range(steps):
-        loss = module.evaluate(batch)[0].mean()  # one loss per sample
+        loss = module.evaluate(*batch)[0].mean()  # one loss per sample
         first = loss.item() if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return first, module.evaluate(batch)[0].mean().item()
+    return first, module.evaluate(*batch)[0].mean().item()
 
 
 @pytest.mark.parametrize("case", list(CLASSIFICATION_CASES))

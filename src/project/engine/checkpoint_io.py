@@ -47,6 +47,35 @@ def is_plain_data(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
 
 
+def keep_plain_hyperparameters(checkpoint: dict[str, Any], sizes: dict[str, Any]) -> None:
+    """Leave in a checkpoint's hyperparameters only plain data, and add the net's ``sizes``.
+
+    From the command line every hyperparameter is plain data (the net and optimizer as class_path
+    and init_args), which test, predict and load_from_checkpoint rebuild them from. Objects given in
+    Python (a net class, an optimizer) are left out, so that the checkpoint still loads with
+    weights_only=True; pass them to load_from_checkpoint instead. The sizes came from the data:
+    whatever loads the checkpoint builds the same net before it loads the weights."""
+    hparams = checkpoint.setdefault("hyper_parameters", {})
+    for key in [key for key, value in hparams.items() if not is_plain_data(value)]:
+        del hparams[key]
+    hparams.update(sizes)
+
+
+def check_same_model(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
+    """Name a checkpoint of another model plainly, before Lightning's long key-mismatch dump."""
+    missing, foreign = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or foreign:
+        raise UserError(
+            f"the checkpoint was saved from a different model: {len(missing)} of this model's tensors are not in it"
+            + (f" (e.g. {missing[0]})" if missing else "")
+            + f" and {len(foreign)} of its tensors are not this model's" + (f" (e.g. {foreign[0]})" if foreign else "")
+        )
+    for key, tensor in saved.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise UserError(f"the checkpoint's {key} has shape {tuple(tensor.shape)} but this model's has {tuple(own[key].shape)}: "
+                            "it was trained with other sizes (classes, inputs) or another net")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO``, writing local checkpoints next to where they belong, and
     loading the one the command line named from what ``read_checkpoint`` read already.

@@ -4,7 +4,6 @@ make one device and N devices, with or without gradient accumulation, train the 
 import math
 import os
 import signal
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -243,16 +242,9 @@ class ProjectDataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._train_loader_state = state_dict.get("train_loader")
 
-    def next_train_batch_weights(self) -> tuple[int, int] | None:
-        """For the training batch about to be used: ``(its real samples, the real samples of its
-        whole optimizer step over all ranks)``, or None when the sampler does not say
-        (``balance_classes``), in which case every batch counts alike."""
-        sampler = self._train_loader.sampler if self._train_loader is not None else None
-        return sampler.batch_weights.popleft() if sampler is not None and sampler.batch_weights else None
-
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_validation():
-            return []  # no validation (val_fraction 0): TrainingModule says so and trains without it
+            return []  # no validation (val_fraction 0): engine.callbacks.run_checks says so
         return self._loader(self.val_set, self._evaluation_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
@@ -318,9 +310,10 @@ class ResumableSampler(DistributedSampler):
     - drops the last incomplete *global* batch (one optimizer step's samples over all ranks and
       accumulated batches) with ``drop_last``, before slicing, so 1 and N processes, with or
       without accumulation, run the same steps and leave out the same samples;
-    - says, for each batch it yields, how many of its samples are real (the few that repeat only to
-      give every rank as many count zero) and how many real samples the whole optimizer step holds
-      over all ranks and accumulated batches (``batch_weights``, read by the training module);
+    - gives each sample of each batch its weight in the loss (``loss_weights``): one over the real
+      samples of its whole optimizer step, over all ranks and accumulated batches, times the ranks
+      and accumulated batches that Lightning and DDP divide by; zero for the few samples that repeat
+      only to give every rank as many batches, and for partners;
     - leaves out the first ``skip`` samples of its next epoch (``ResumableLoader`` sets it);
     - with ``partners``, follows each batch's samples with their partners, in the same order: the
       sample before each in the permutation (the last real one for the first), which a loader with
@@ -335,7 +328,6 @@ class ResumableSampler(DistributedSampler):
         self.kept = len(dataset) // global_batch * global_batch if drop_last else len(dataset)  # type: ignore[arg-type]
         self.num_samples = math.ceil(self.kept / num_replicas)
         self.total_size = self.num_samples * num_replicas
-        self.batch_weights: deque[tuple[int, int]] = deque()
         self.skip = 0
 
     def __iter__(self) -> Iterator[int]:
@@ -346,7 +338,6 @@ class ResumableSampler(DistributedSampler):
             order += order[: self.total_size - len(order)]
         start, self.skip = self.skip, 0
         positions = range(self.rank, self.total_size, self.num_replicas)[start:]
-        self.batch_weights = deque(self._weights(first_batch=start // self.batch_size))
         mine = [order[q] for q in positions]
         if not self.partners:
             return iter(mine)
@@ -360,14 +351,22 @@ class ResumableSampler(DistributedSampler):
     def __len__(self) -> int:
         return self.num_samples * (2 if self.partners else 1)
 
-    def _weights(self, first_batch: int) -> list[tuple[int, int]]:
-        """``(real samples in the batch on this rank, real samples in its optimizer step)`` per batch."""
+    def batch_counts(self, batch: int) -> tuple[int, int]:
+        """``(real samples in batch number batch of the epoch on this rank, real samples in its optimizer step)``."""
         real_here = math.ceil(max(0, self.kept - self.rank) / self.num_replicas)
-        per_step = self.batch_size * self.num_replicas * self.accumulate
-        batches = math.ceil(self.num_samples / self.batch_size)
-        return [(max(0, min((j + 1) * self.batch_size, real_here) - j * self.batch_size),
-                 min(self.kept, (j // self.accumulate + 1) * per_step) - j // self.accumulate * per_step)
-                for j in range(first_batch, batches)]
+        per_step, step = self.batch_size * self.num_replicas * self.accumulate, batch // self.accumulate
+        return (max(0, min((batch + 1) * self.batch_size, real_here) - batch * self.batch_size),
+                min(self.kept, (step + 1) * per_step) - step * per_step)
+
+    def loss_weights(self, batch: int, items: int) -> torch.Tensor:
+        """The weight of each of the ``items`` samples of batch number ``batch`` in its loss, such that
+        the loss Lightning divides by the accumulated batches and DDP averages over the ranks is the
+        mean over the real samples of the whole optimizer step: a step of k batches of b is one batch
+        of k*b, also when the last batch is short, and N ranks are one process."""
+        real, step_total = self.batch_counts(batch)
+        weights = torch.zeros(items, dtype=torch.float64)
+        weights[:real] = self.num_replicas * self.accumulate / step_total
+        return weights
 
 
 class ResumableLoader(DataLoader):
@@ -377,7 +376,8 @@ class ResumableLoader(DataLoader):
     of its checkpoint (``ProjectDataModule.state_dict`` carries it). Lightning restores its own
     counters but iterates a loader from its start; this one leaves out the batches that were
     trained on before the checkpoint, so a run resumed part-way through an epoch goes on with the
-    batch an uninterrupted run would have trained on next. Lightning fetches no batch ahead from a
+    batch an uninterrupted run would have trained on next. Each batch it yields is the dataset's
+    batch with each sample's loss weight appended (``ResumableSampler.loss_weights``). Lightning fetches no batch ahead from a
     loader with a length, so the batches counted here are the batches trained on (engine.internals).
     """
 
@@ -409,8 +409,9 @@ class ResumableLoader(DataLoader):
             # drawn again here, every random augmentation after it would differ.
             torch.set_rng_state(random_state)
         for batch in batches:
+            weights = self.sampler.loss_weights(self._batches_done, len(batch[0]))
             self._batches_done += 1  # before the batch is trained on: a checkpoint after it counts it
-            yield batch
+            yield [*batch, weights]
 
 
 def loader_class(sampler: Sampler | None) -> type[DataLoader]:

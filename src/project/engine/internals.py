@@ -137,7 +137,7 @@ WARNINGS = (
     Noise("LightningCLI's args parameter is intended to run from within Python", "lightning.pytorch.cli",
           "tools.cli hands LightningCLI the command line itself, prepared by tools.arguments"),
     Noise("Total length of `list` across ranks is zero", "lightning.pytorch.utilities.data",
-          "a run without a validation split says so itself (TrainingModule.train_without_validation)",
+          "a run without a validation split says so itself (engine.callbacks.run_checks)",
           as_written="Total length of `{type(dataloader).__name__}` across ranks is zero"),
     Noise("module(s) in eval mode at the start of training", "lightning.pytorch.loops.fit_loop",
           "the frozen BatchNorm layers of a fine-tuned backbone are in eval mode on purpose"),
@@ -147,7 +147,7 @@ LOG_LINES = (  # logged by Lightning's rank_zero_info through this logger
     Noise("Trainer already configured with model summary callbacks", "lightning.pytorch.trainer.connectors.callback_connector",
           "engine.callbacks.ParameterSummary, in the base config, is one"),
     Noise("Loading `train_dataloader` to estimate", "lightning.pytorch.trainer.trainer",
-          "the lr schedule counts the steps of an epoch (engine.module)"),
+          "the lr schedule counts the steps of an epoch (lightning_modules.base)"),
 )
 LOG_LINES_LOGGER = "lightning.pytorch.utilities.rank_zero"
 SEED_LOGGER = "lightning.fabric.utilities.seed"  # "Seed set to N" (tools.cli quiets it where no run starts)
@@ -220,7 +220,7 @@ def wrong_class(message: str) -> tuple[str, str] | None:
 
 
 def expected_base(message: str) -> str | None:
-    """The class an option takes subclasses of (``Subtypes: [<class 'project.engine.module.TrainingModule'>``)."""
+    """The class an option takes subclasses of (``Subtypes: [<class 'project.lightning_modules.base.TrainingModule'>``)."""
     found = re.findall(r"Subtypes: \[(?:[\w.\[\], ]*?)<class '([\w.]+)'>", innermost_block(message))
     return found[-1] if found else None
 

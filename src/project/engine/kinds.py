@@ -33,6 +33,7 @@ import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -337,3 +338,25 @@ def packages_named(config: Any) -> set[str]:
         for value in config:
             found |= packages_named(value)
     return found
+
+
+def check_checkpoint_file(checkpoint_path: Any, module_class: type, trusted_packages: Iterable[str], given: Mapping[str, Any]) -> None:
+    """``check_checkpoint_hyperparameters`` for what ``load_from_checkpoint(checkpoint_path, **given)``
+    would build: the checkpoint's hyperparameters (a path or an open file, rewound after reading),
+    with an ``hparams_file`` laid over them as Lightning does, less the arguments ``given`` in
+    Python (code, not checked)."""
+    import yaml
+
+    from project.engine.checkpoint_io import read_checkpoint
+
+    if isinstance(checkpoint_path, (str, Path)):
+        content = read_checkpoint(Path(checkpoint_path))
+    else:
+        content = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint_path.seek(0)
+    hparams = dict(content.get("hyper_parameters") or {})
+    if given.get("hparams_file"):
+        hparams.update(yaml.safe_load(Path(given["hparams_file"]).read_text()) or {})
+    hparams = {key: value for key, value in hparams.items() if key not in given}
+    check_checkpoint_hyperparameters(hparams, module_class, trusted_packages, f"checkpoint {checkpoint_path}: ",
+                                     trust_option="trusted_packages=[{!r}]")

@@ -40,7 +40,7 @@ LIGHTNING_HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's own requeue checkpo
 
 class ResumeState(Callback):
     """Saves the random state, the logger's run id and the SLURM job in every checkpoint, and puts
-    the random state back when training resumes. ``TrainingModule`` adds it to every run."""
+    the random state back when training resumes. ``TrainingModule`` (``lightning_modules.base``) adds it to every run."""
 
     def __init__(self) -> None:
         super().__init__()

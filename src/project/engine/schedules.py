@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightning.pytorch import Trainer
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
@@ -142,3 +143,21 @@ def build_schedulers(
         return configs
     lambda_lr = LambdaLR(optimizer, lambda step: lr_factor(schedule, step, steps_per_epoch, max_epochs))
     return [{"scheduler": lambda_lr, "interval": "step"}]
+
+
+def with_schedule(optimizer: Optimizer, schedule: LRSchedule, trainer: Trainer) -> Any:
+    """``optimizer`` with ``schedule`` on it, in the form ``configure_optimizers`` returns."""
+    if schedule.name == "none" and not schedule.warmup_epochs:
+        return optimizer
+    if trainer.max_epochs is None or trainer.max_epochs < 1:
+        raise UserError("an lr schedule is defined in epochs: set trainer.max_epochs")
+    return [optimizer], build_schedulers(optimizer, schedule, steps_per_epoch(trainer), trainer.max_epochs)
+
+
+def steps_per_epoch(trainer: Trainer) -> int:
+    """Optimizer steps in one epoch on this rank (after ``limit_train_batches`` and accumulation)."""
+    trainer.estimated_stepping_batches  # noqa: B018  (sets up the train loader and its length)
+    batches = trainer.num_training_batches
+    if math.isinf(batches):
+        raise UserError("an lr schedule needs a train loader with a length (the dataset has none)")
+    return max(1, math.ceil(batches / trainer.accumulate_grad_batches))

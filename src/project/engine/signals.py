@@ -54,7 +54,7 @@ def slurm_job_id() -> str | None:
 class StopOnSignal(Callback):
     """Saves a checkpoint and stops at the next optimizer step after SIGTERM or SLURM's requeue
     signal (``#SBATCH --signal=SIGUSR1@90``), requeueing the SLURM job for the latter.
-    ``TrainingModule`` adds it to every run."""
+    ``TrainingModule`` (``lightning_modules.base``) adds it to every run."""
 
     def __init__(self) -> None:
         super().__init__()

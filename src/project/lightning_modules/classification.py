@@ -5,16 +5,18 @@ from typing import Any
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MetricCollection
 
 from project.engine.data import ProjectDataModule
-from project.errors import UserError
 from project.engine.loggers import log_picture, run_folder
-from project.engine.module import NetFactory, TrainingModule
 from project.engine.reports import report_confusion_matrix
 from project.engine.schedules import LRSchedule
+from project.engine.sizing import NetFactory
 from project.engine.speed import SpeedOptions
+from project.errors import UserError
+from project.lightning_modules.base import TrainingModule
 from project.lightning_modules.losses import CLASSIFICATION_LOSSES, build_loss, per_sample
 from project.lightning_modules.mixing import SampleMixing
 
@@ -48,7 +50,7 @@ class ClassificationModule(TrainingModule):
             prediction is the class with the larger share of it.
     """
 
-    outputs_key = "num_classes"
+    outputs_option = "num_classes"
 
     def __init__(
         self,
@@ -86,30 +88,24 @@ class ClassificationModule(TrainingModule):
         self.loss_fn = build_loss(loss, CLASSIFICATION_LOSSES, class_weights, label_smoothing)
         self.multilabel_loss = loss == "bce_with_logits"
         self.class_weights, self.top_k = class_weights, top_k
+        self.class_names: list[str] | None = None  # the data's, saved in checkpoints
         self._output_width_checked = False
         if num_classes is not None and input_shape is not None:
             self.build_net(num_classes, input_shape)
 
-    def outputs_of(self, datamodule: ProjectDataModule) -> int | None:
+    def outputs_for(self, datamodule: ProjectDataModule) -> tuple[int | None, str]:
         names = datamodule.class_names
         if not names:
-            return None
+            return None, ""
         if len(names) == 1 and not datamodule.multilabel:
             raise UserError(f"the data has one class ({names[0]}): a classifier needs at least two; "
                             "check the label column (data.num_target_columns) or the class folders")
+        what = f"{len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})"
         if self.multilabel_loss and len(names) == 2 and not datamodule.multilabel:
-            return 1  # two classes with a BCE loss: one logit, the probability of the second class
-        return len(names)
+            return 1, what + " (a binary task: num_classes 1)"  # one logit, the probability of the second class
+        return len(names), what
 
-    def outputs_mismatch(self, datamodule: ProjectDataModule, outputs: int, given: int) -> str:
-        names = datamodule.class_names or []
-        return (
-            f"the data has {len(names)} classes ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) "
-            f"but model.num_classes is {given}"
-            + (" (binary tasks use num_classes: 1 with 2 classes)" if self.multilabel_loss and len(names) == 2 else "")
-        )
-
-    def build(self, outputs: int) -> None:
+    def build_metrics(self, outputs: int) -> None:
         if self.class_weights is not None and len(self.class_weights) != outputs:
             raise UserError(f"class_weights has {len(self.class_weights)} entries but num_classes is {outputs}")
         self.num_classes = outputs
@@ -132,16 +128,19 @@ class ClassificationModule(TrainingModule):
         self.test_metrics = self.val_metrics.clone(prefix="test/")
         self.test_confusion = ConfusionMatrix(**kwargs) if self.task != "multilabel" else None
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        datamodule = self.trainer.datamodule
-        if datamodule.class_names:
-            self.class_names = list(datamodule.class_names)
-        if stage == "fit" and (self.mixup_alpha or self.cutmix_alpha):
-            self.mix_training_samples(datamodule)
+    def configure_model(self) -> None:
+        super().configure_model()
+        if (trainer := self.attached_trainer()) is None:
+            return
+        if isinstance(trainer.datamodule, ProjectDataModule) and trainer.datamodule.class_names:
+            self.class_names = list(trainer.datamodule.class_names)
+        if trainer.state.fn == TrainerFn.FITTING and (self.mixup_alpha or self.cutmix_alpha):
+            self.mix_training_samples(trainer.datamodule)
 
     def mix_training_samples(self, datamodule: ProjectDataModule) -> None:
         """Have the data module pair training samples, and mix each pair in every training step."""
+        if not isinstance(datamodule, ProjectDataModule):
+            raise UserError("mixup_alpha and cutmix_alpha pair training samples in the loader: they need a ProjectDataModule")
         shape = datamodule.sample_shape()
         if shape is None or len(shape) != 3:
             raise UserError(f"mixup_alpha and cutmix_alpha mix images (channels x height x width), but one input of this data has "
@@ -149,30 +148,16 @@ class ClassificationModule(TrainingModule):
         datamodule.pair_training_samples()
         self.mixing = SampleMixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
 
-    def training_batch(self, batch: Any) -> Any:
-        if self.mixing is None:
-            return batch
-        x, target = batch[0], batch[1]
-        n = len(x) // 2  # the samples, then their partners (pair_training_samples)
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + self.global_step
-        return self.mixing(x[:n], x[n:], target[:n], target[n:], seed)
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.mixing is not None:  # each sample, then its partner (pair_training_samples)
+            x, target, weights = batch
+            n = len(x) // 2
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + self.global_step
+            batch = (*self.mixing(x[:n], x[n:], target[:n], target[n:], seed), weights[:n])
+        return super().training_step(batch, batch_idx)
 
-    def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, target = batch[0], batch[1]
-        logits = self._checked_logits(x)
-        if self.task == "multiclass":  # soft targets (mixed samples): scored against the class with the larger share
-            return per_sample(self.loss_fn(logits, target)), logits, target.argmax(-1) if target.is_floating_point() else target
-        if self.task == "binary":
-            logits = logits.squeeze(-1)
-        # Probabilities, not logits: torchmetrics would read logits that all fall in [0, 1] as probabilities.
-        return per_sample(self.loss_fn(logits, target.float())), logits.sigmoid(), target.long()
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits of a batch of inputs (subclasses may take other inputs, e.g. cached features)."""
-        return self(x)
-
-    def _checked_logits(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(x)
+    def evaluate(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(x)
         if not self._output_width_checked:
             if logits.ndim != 2 or logits.shape[1] != self.num_classes:
                 raise UserError(
@@ -180,10 +165,15 @@ class ClassificationModule(TrainingModule):
                     f"{self.num_classes}: a net class takes its number of outputs as its first argument"
                 )
             self._output_width_checked = True
-        return logits
+        if self.task == "multiclass":  # soft targets (mixed samples): scored against the class with the larger share
+            return per_sample(self.loss_fn(logits, target)), logits, target.argmax(-1) if target.is_floating_point() else target
+        if self.task == "binary":
+            logits = logits.squeeze(-1)
+        # Probabilities, not logits: torchmetrics would read logits that all fall in [0, 1] as probabilities.
+        return per_sample(self.loss_fn(logits, target.float())), logits.sigmoid(), target.long()
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        preds, target = self._evaluation_step(batch, batch_idx, "test", self.test_loss, self.test_metrics)
+        preds, target = self.evaluation_step(batch, batch_idx, "test", self.test_loss, self.test_metrics)
         if self.test_confusion is not None:
             self.test_confusion.update(preds, target)
 

@@ -5,12 +5,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from project.errors import UserError
 from project.engine.internals import BatchNormBase
-from project.engine.module import NetFactory
+from project.engine.schedules import with_schedule
+from project.engine.sizing import NetFactory
+from project.errors import UserError
 from project.lightning_modules.classification import ClassificationModule
 from project.nets import BackboneAndHead
 
@@ -107,7 +109,7 @@ class FineTuningModule(ClassificationModule):
         super().on_load_checkpoint(checkpoint)
         self._checkpoint_backbone_trainable = bool(checkpoint.get(BACKBONE_TRAINABLE, False))
         if self._feature_batches:
-            # A resumed fit: the features cached in setup came from the backbone as built, and
+            # A resumed fit: the features cached in configure_model came from the backbone as built, and
             # Lightning loads the checkpoint's only after setup. Cached again from the checkpoint's.
             backbone = {k.removeprefix("net.backbone."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.backbone.")}
             self.net.backbone.load_state_dict(backbone)
@@ -135,7 +137,7 @@ class FineTuningModule(ClassificationModule):
         optimizer = self.optimizer_factory(head)
         base_lr = optimizer.param_groups[0]["lr"]
         optimizer.add_param_group({"params": list(self.net.backbone.parameters()), "lr": base_lr * self.backbone_lr_scale})
-        return self._with_schedule(optimizer)
+        return with_schedule(optimizer, self.lr_schedule, self.trainer)
 
     def on_train_epoch_start(self) -> None:
         if self.unfreeze_at_epoch is not None and self.current_epoch >= self.unfreeze_at_epoch and not self.backbone_trainable:
@@ -159,17 +161,18 @@ class FineTuningModule(ClassificationModule):
 
     # -- cached features ----------------------------------------------------------------------
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.head(x) if self._feature_batches else self(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.head(x) if self._feature_batches else super().forward(x)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit" and self.cache_features:
+    def configure_model(self) -> None:
+        super().configure_model()
+        trainer = self.attached_trainer()
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING and self.cache_features and not self._feature_batches:
             self._cache_training_features()
 
     def _cache_training_features(self) -> None:
-        """Swap the data module's train and val sets for backbone features. Runs in ``setup``, before
-        Lightning builds the loaders (it does so early, to count the steps for the lr schedule)."""
+        """Swap the data module's train and val sets for backbone features. Runs in ``configure_model``,
+        before Lightning builds the loaders (it does so early, to count the steps for the lr schedule)."""
         datamodule = self.trainer.datamodule
         reason = datamodule.random_training_inputs()
         if reason:
@@ -195,8 +198,9 @@ class FineTuningModule(ClassificationModule):
         was_training = self.net.backbone.training
         self.net.backbone.eval()
         features, targets = [], []
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            features.append(self.net.backbone(x.to(self.device)).cpu())
-            targets.append(torch.as_tensor(y))
+        with torch.device("cpu"):  # where the loader makes its tensors: configure_model runs on the training device
+            for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                features.append(self.net.backbone(x.to(self.device)).cpu())
+                targets.append(torch.as_tensor(y))
         self.net.backbone.train(was_training)
         return TensorDataset(torch.cat(features), torch.cat(targets))

@@ -8,9 +8,10 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from project.engine.data import ProjectDataModule
-from project.engine.module import NetFactory, TrainingModule
 from project.engine.schedules import LRSchedule
+from project.engine.sizing import NetFactory
 from project.engine.speed import SpeedOptions
+from project.lightning_modules.base import TrainingModule
 from project.lightning_modules.losses import REGRESSION_LOSSES, build_loss, per_sample
 
 
@@ -41,21 +42,20 @@ class RegressionModule(TrainingModule):
         super().__init__(net, optimizer, lr_schedule, speed, tta)
         self.save_hyperparameters()  # with the net's config: a checkpoint rebuilds its own net
         self.loss_fn = build_loss(loss, REGRESSION_LOSSES, huber_delta=huber_delta)
+        if num_outputs is not None and input_shape is not None:
+            self.build_net(num_outputs, input_shape)
+
+    def outputs_for(self, datamodule: ProjectDataModule) -> tuple[int | None, str]:
+        return datamodule.num_targets, f"{datamodule.num_targets} target column(s)"
+
+    def build_metrics(self, outputs: int) -> None:
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, compute_groups=False)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        if num_outputs is not None and input_shape is not None:
-            self.build_net(num_outputs, input_shape)
 
-    def outputs_of(self, datamodule: ProjectDataModule) -> int | None:
-        return datamodule.num_targets
-
-    def outputs_mismatch(self, datamodule: ProjectDataModule, outputs: int, given: int) -> str:
-        return f"the data has {outputs} target column(s) but model.num_outputs is {given}"
-
-    def evaluate(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, target = batch[0], batch[1].float()
+    def evaluate(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        target = target.float()
         preds = self(x).reshape(target.shape)
         return per_sample(self.loss_fn(preds, target)), preds, target
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import torch.distributed as dist
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -43,7 +43,6 @@ from project.errors import find_user_error
 from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
 from project.engine.kinds import check_checkpoint_hyperparameters, check_given_configs, check_kinds, packages_named
 from project.engine.loggers import run_folder
-from project.engine.module import TrainingModule
 from project.engine.paths import BASE_CONFIG, check_folder_can_be_written, train_command
 from project.engine.preflight import check_accelerator, check_seed, trainer_options_checked
 from project.engine.provenance import unused_name
@@ -90,7 +89,7 @@ class SaveConfigToRun(SaveConfigCallback):
     ``config.yaml`` and adds ``config_resumed_N.yaml``.
     """
 
-    def save_config(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         path = unused_name(folder, self.config_filename)
@@ -119,7 +118,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         import_rooms(rooms)
         try:
             super().__init__(
-                TrainingModule,
+                LightningModule,
                 ProjectDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,

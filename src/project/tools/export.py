@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn import functional as F
@@ -31,7 +32,7 @@ from project.engine.data import InferenceInputs, ProjectDataModule
 from project.errors import UserError
 from project.engine.internals import STACK_TRACE, datamodule_state, export_failure
 from project.engine.kinds import imported
-from project.engine.module import TrainingModule, mirror_averaged
+from project.engine.sizing import mirror_averaged
 from project.engine.paths import PREDICT_ONNX_PY, SERVE_PY, check_folder_can_be_written, script_command
 from project.inference.model import FORMAT
 from project.inference.predictions import predicted_classes
@@ -73,7 +74,7 @@ class ExportedGraph(nn.Module):
         return mirror_averaged(self.net, x) if self.mirrored else self.net(x)
 
 
-def raw_inputs_graph(model: TrainingModule, datamodule: ProjectDataModule,
+def raw_inputs_graph(model: LightningModule, datamodule: ProjectDataModule,
                      checkpoint: dict[str, Any]) -> tuple[ExportedGraph, InferenceInputs]:
     """``model`` with ``checkpoint``'s weights, in float32 and eval mode, behind the preprocessing of
     ``datamodule`` (set up for its test split, with the statistics the checkpoint saved): the
@@ -81,7 +82,7 @@ def raw_inputs_graph(model: TrainingModule, datamodule: ProjectDataModule,
     datamodule.setup("test")
     if (state := datamodule_state(checkpoint, datamodule)) is not None:
         datamodule.load_state_dict(state)  # the statistics the model was trained with
-    model.fit_to(datamodule)
+    model.size_net_for(datamodule)
     model.on_load_checkpoint(checkpoint)  # refuses the checkpoint of another model in one line
     model.load_state_dict(checkpoint["state_dict"])
     model.float().eval()  # float32, whatever the training precision
@@ -89,7 +90,7 @@ def raw_inputs_graph(model: TrainingModule, datamodule: ProjectDataModule,
     return ExportedGraph(InputPreprocessing(inputs), model.net, mirrored=model.tta == "hflip").eval(), inputs
 
 
-def export_checkpoint(model: TrainingModule, datamodule: ProjectDataModule, ckpt_path: str | None,
+def export_checkpoint(model: LightningModule, datamodule: ProjectDataModule, ckpt_path: str | None,
                       output: str | None, check_samples: int, quantize: str | None = None) -> Path:
     """Write ``<name>.onnx``, ``<name>.safetensors`` and ``<name>.json`` for the checkpoint
     ``<name>.ckpt``, beside it or in ``output``; returns the ``.onnx`` path. Every file is first
@@ -177,7 +178,7 @@ def without_stack_traces(path: Path) -> None:
 
 
 @torch.no_grad()
-def compare(model: TrainingModule, datamodule: ProjectDataModule, inputs: InferenceInputs, onnx_file: Path,
+def compare(model: LightningModule, datamodule: ProjectDataModule, inputs: InferenceInputs, onnx_file: Path,
             samples: int) -> tuple[float, bool]:
     """The largest difference between the model's outputs on the first ``samples`` test samples,
     as its data module feeds them, and the exported graph's on the same samples' raw inputs;
@@ -258,7 +259,7 @@ def write_weights(net: nn.Module, path: Path) -> None:
               metadata={"net": type(net).__name__})
 
 
-def describe(model: TrainingModule, inputs: InferenceInputs, checkpoint: dict[str, Any], source: Path,
+def describe(model: LightningModule, inputs: InferenceInputs, checkpoint: dict[str, Any], source: Path,
              check: dict[str, Any], folder: Path) -> dict[str, Any]:
     """The JSON beside the graph (in ``folder``): what a caller feeds it, what comes out, the net
     that reads the safetensors file, and where it came from (paths relative to ``folder``)."""
@@ -287,7 +288,7 @@ def describe(model: TrainingModule, inputs: InferenceInputs, checkpoint: dict[st
     }
 
 
-def net_config(net: Any, model: TrainingModule) -> Any:
+def net_config(net: Any, model: LightningModule) -> Any:
     """The net's ``{class_path, init_args}`` with its two sizes written in (the data gave them), so
     that ``Net(**init_args)`` builds the net the safetensors file holds the weights of."""
     if not isinstance(net, dict) or "class_path" not in net or model.net_sizes is None:

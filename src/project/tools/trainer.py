@@ -4,7 +4,9 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from project.engine.data import ProjectDataModule
 from project.errors import UserError
-from project.engine.module import TrainingModule
+
+
+TRAINING_MODULE_METHODS = ("size_net_for", "export_outputs")  # what export and the tuners call beyond Lightning's
 
 
 class ProjectTrainer(Trainer):
@@ -93,7 +95,8 @@ class ProjectTrainer(Trainer):
         return find_batch_size(self, *self._project_classes(model, datamodule), mode, steps_per_trial, init_val, max_trials)
 
     @staticmethod
-    def _project_classes(model: LightningModule, datamodule: LightningDataModule | None) -> tuple[TrainingModule, ProjectDataModule]:
-        if not isinstance(model, TrainingModule) or not isinstance(datamodule, ProjectDataModule):
-            raise UserError("this subcommand takes a project.engine.module.TrainingModule and a project.engine.data.ProjectDataModule")
+    def _project_classes(model: LightningModule, datamodule: LightningDataModule | None) -> tuple[LightningModule, ProjectDataModule]:
+        if not all(callable(getattr(model, name, None)) for name in TRAINING_MODULE_METHODS) or not isinstance(datamodule, ProjectDataModule):
+            raise UserError("this subcommand takes a training module derived from project.lightning_modules.base.TrainingModule "
+                            "and a data module derived from project.engine.data.ProjectDataModule")
         return model, datamodule

@@ -10,14 +10,13 @@ import csv
 import shlex
 import sys
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.tuner import Tuner
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.engine.data import ProjectDataModule
 from project.errors import UserError
 from project.engine.loggers import run_folder
-from project.engine.module import TrainingModule
 from project.engine.paths import train_command
 
 LR_OPTION = "--model.init_args.optimizer.init_args.lr"
@@ -47,7 +46,7 @@ def check_one_process(trainer: Trainer, command: str) -> None:
                         "--trainer.devices > 1 or --trainer.num_nodes > 1, then train with DDP on what it found")
 
 
-def find_lr(trainer: Trainer, model: TrainingModule, datamodule: ProjectDataModule, min_lr: float, max_lr: float,
+def find_lr(trainer: Trainer, model: LightningModule, datamodule: ProjectDataModule, min_lr: float, max_lr: float,
             num_training: int, early_stop_threshold: float | None) -> float:
     """The learning-rate range test: ``num_training`` optimizer steps with the lr rising exponentially
     from ``min_lr`` to ``max_lr``; suggests the lr where the loss falls fastest."""
@@ -78,7 +77,7 @@ def find_lr(trainer: Trainer, model: TrainingModule, datamodule: ProjectDataModu
     return suggestion
 
 
-def find_batch_size(trainer: Trainer, model: TrainingModule, datamodule: ProjectDataModule, mode: str, steps_per_trial: int,
+def find_batch_size(trainer: Trainer, model: LightningModule, datamodule: ProjectDataModule, mode: str, steps_per_trial: int,
                     init_val: int, max_trials: int) -> int:
     """The largest batch per device that trains without running out of memory: doubled from
     ``init_val`` (``power``), then narrowed (``binsearch``), ``steps_per_trial`` steps each."""

@@ -56,7 +56,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             rows = [row for rank_rows in gathered for row in rank_rows]
         if not trainer.is_global_zero:
             return
-        names, class_names = trainer.datamodule.predict_names, pl_module.class_names
+        names, class_names = trainer.datamodule.predict_names, getattr(pl_module, "class_names", None)  # classification only
         path = Path(self.output_file) if self.output_file else run_folder(trainer) / "predictions.csv"
         rows = sorted(rows, key=lambda row: row["index"])
         labels = [names[row["index"]] if row["index"] < len(names) else str(row["index"]) for row in rows]
