@@ -1,4 +1,4 @@
-"""Where things are: the repository, its ``train.py`` and base config, and the runs folder."""
+"""Where things are: the clone the package runs from (if any), the scripts, the base config, the runs folder."""
 
 import os
 import sys
@@ -7,22 +7,37 @@ from typing import Any
 
 from project.errors import UserError
 
-REPOSITORY = Path(__file__).resolve().parents[3]
-TRAIN_PY = REPOSITORY / "train.py"
-PREDICT_ONNX_PY = REPOSITORY / "predict_onnx.py"
-SERVE_PY = REPOSITORY / "serve.py"
-BASE_CONFIG = REPOSITORY / "configs" / "base.yaml"
+REPOSITORY = Path(__file__).resolve().parents[3]  # the clone, when the package runs from one (src/project/engine/)
+TRAIN_PY = (REPOSITORY / "train.py", "project")  # a script of the clone, and the module that runs it when installed
+PREDICT_ONNX_PY = (REPOSITORY / "predict_onnx.py", "project.inference.predict")
+SERVE_PY = (REPOSITORY / "serve.py", "project.inference.server")
 RUNS = "runs"  # trainer.logger.init_args.save_dir in configs/base.yaml
 
 
-def script_command(script: Path, args: list[str]) -> list[str]:
-    """``SCRIPT ARGS`` with this interpreter, as the user would run it from here."""
-    return [sys.executable, os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script), *args]
+def base_config(config_files: list[str]) -> Path | None:
+    """``configs/base.yaml``, read before every config: the one in the folder of the first
+    ``--config`` given or a folder above it, else in the working directory, else in the clone the
+    package runs from; never inside an installed package. None when there is none."""
+    places = [folder for config in config_files[:1] for folder in Path(config).resolve().parents]
+    for folder in [*places, Path.cwd(), REPOSITORY]:
+        for candidate in (folder / "base.yaml", folder / "configs" / "base.yaml"):
+            if candidate.parent.name == "configs" and candidate.is_file() and "site-packages" not in candidate.parts:
+                return candidate
+    return None
+
+
+def script_command(script: tuple[Path, str], args: list[str]) -> list[str]:
+    """``SCRIPT ARGS`` with this interpreter, as the user would run it from here; ``-m MODULE ARGS``
+    where the script is not there (an installed package)."""
+    path, module = script
+    if not path.is_file():
+        return [sys.executable, "-m", module, *args]
+    return [sys.executable, os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path), *args]
 
 
 def train_command(subcommand: str, args: list[str]) -> list[str]:
     """``train.py SUBCOMMAND ARGS`` with this interpreter, as the user would run it; ``-m project
-    SUBCOMMAND ARGS`` when that is what runs now."""
+    SUBCOMMAND ARGS`` when that is what runs now, or when there is no ``train.py``."""
     if getattr(sys.modules["__main__"].__spec__, "name", None) == "project.__main__":
         return [sys.executable, "-m", "project", subcommand, *args]
     return script_command(TRAIN_PY, [subcommand, *args])

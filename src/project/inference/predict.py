@@ -50,3 +50,7 @@ def main(args: list[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"Wrote predictions to {path}")
+
+
+if __name__ == "__main__":
+    main()

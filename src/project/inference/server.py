@@ -484,3 +484,7 @@ def main(args: list[str] | None = None) -> None:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http=HeaderTimeout, timeout_keep_alive=5))
     server.run(sockets=[listening])
     print("serve.py: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

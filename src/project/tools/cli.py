@@ -43,7 +43,7 @@ from project.errors import find_user_error
 from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
 from project.engine.kinds import check_checkpoint_hyperparameters, check_given_configs, check_kinds, packages_named
 from project.engine.loggers import run_folder
-from project.engine.paths import BASE_CONFIG, check_folder_can_be_written, train_command
+from project.engine.paths import base_config, check_folder_can_be_written, train_command
 from project.engine.preflight import check_accelerator, check_seed, trainer_options_checked
 from project.engine.provenance import unused_name
 from project.engine.resume import checkpoint_root, find_checkpoint
@@ -108,7 +108,8 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
     """
 
     def __init__(self, rooms: Sequence[str] = (), **kwargs: Any) -> None:
-        base = {"default_config_files": [str(BASE_CONFIG)]}
+        found = base_config([where.removesuffix(": ") for where, _ in given_configs(kwargs.get("args") or sys.argv[1:]) if where])
+        base = {"default_config_files": [str(found)] if found else []}
         with_subcommands = kwargs.get("run", True)
         kwargs.setdefault("parser_kwargs", {name: dict(base) for name in SUBCOMMANDS} if with_subcommands else base)
         kwargs.setdefault("parser_class", ProjectArgumentParser)
