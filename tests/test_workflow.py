@@ -95,6 +95,30 @@ def test_fit_then_the_printed_test_and_predict_commands_run_as_pasted(make_data,
     check_records(runs, fit_args, make_data is image_data)
 
 
+@pytest.mark.slow
+def test_a_checkpoint_alone_is_enough_to_test_predict_and_export_with_the_data_moved(tmp_path):
+    """The checkpoint holds the model's and the data's arguments; the data's location is overridden
+    on the command line; the results go beside the run's own (its logger name)."""
+    fit_args, _ = image_data(tmp_path)
+    fit = train_py("fit", *fit_args, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "--config" not in printed_command(fit.stdout + fit.stderr, "Test it:")
+    best = str(next((tmp_path / "runs" / "lenet_imagefolder" / "version_0" / "checkpoints").glob("best-*.ckpt")))
+    with_config = train_py("test", "--config", "runs/lenet_imagefolder/version_0/config.yaml", "--ckpt_path", best, cwd=tmp_path)
+    (tmp_path / "mydata").rename(tmp_path / "moved")
+    alone = train_py("test", "--ckpt_path", best, "--data.data_dir", "moved", cwd=tmp_path)
+    assert with_config.returncode == 0 and alone.returncode == 0, alone.stderr[-3000:]
+    metrics = [read_csv(tmp_path / "runs" / "lenet_imagefolder" / f"version_{n}" / "metrics.csv")[-1] for n in (1, 2)]
+    assert metrics[0]["test/acc"] == metrics[1]["test/acc"] and metrics[0]["test/loss"] == metrics[1]["test/loss"]
+    for subcommand in ("predict", "export"):
+        done = train_py(subcommand, "--ckpt_path", best, "--data.data_dir", "moved", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "runs" / "lenet_imagefolder" / "version_3" / "predictions.csv").is_file()
+    assert Path(best).with_suffix(".onnx").is_file()
+    missing = train_py("test", "--ckpt_path", best, cwd=tmp_path)  # the data is not where the checkpoint says
+    assert missing.returncode == 2 and "mydata" in missing.stderr.strip().splitlines()[-1]
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
 

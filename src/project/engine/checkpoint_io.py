@@ -53,11 +53,12 @@ def keep_plain_hyperparameters(checkpoint: dict[str, Any], sizes: dict[str, Any]
     From the command line every hyperparameter is plain data (the net and optimizer as class_path
     and init_args), which test, predict and load_from_checkpoint rebuild them from. Objects given in
     Python (a net class, an optimizer) are left out, so that the checkpoint still loads with
-    weights_only=True; pass them to load_from_checkpoint instead. The sizes came from the data:
+    weights_only=True; pass them to load_from_checkpoint instead. The same goes for the data module's. The sizes came from the data:
     whatever loads the checkpoint builds the same net before it loads the weights."""
     hparams = checkpoint.setdefault("hyper_parameters", {})
-    for key in [key for key, value in hparams.items() if not is_plain_data(value)]:
-        del hparams[key]
+    for saved in (hparams, checkpoint.get("datamodule_hyper_parameters") or {}):  # the data module's too
+        for key in [key for key, value in saved.items() if not is_plain_data(value)]:
+            del saved[key]
     hparams.update(sizes)
 
 

@@ -98,6 +98,10 @@ class ProjectDataModule(LightningDataModule):
 
     def __init__(self, loader: LoaderOptions | None = None) -> None:
         super().__init__()
+        # The subclass's arguments too (Lightning collects the whole chain): in every checkpoint, so
+        # that test, predict and export need the checkpoint alone. Not logged: the run's config.yaml
+        # has them, and Lightning refuses to log a model and data that share an argument's name.
+        self.save_hyperparameters(logger=False)
         self.loader = loader or LoaderOptions()
         self.training_partners = False  # pair_training_samples()
         if self.loader.batch_size is not None and self.loader.global_batch_size is not None:

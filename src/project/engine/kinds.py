@@ -308,12 +308,12 @@ def check_given_configs(configs: Iterable[tuple[str, Mapping[str, Any]]], hints:
 
 
 def check_checkpoint_hyperparameters(hparams: Mapping[str, Any], module_class: type, trusted: Iterable[str],
-                                     source: str, trust_option: str = "--trusted_packages {}") -> None:
+                                     source: str, trust_option: str = "--trusted_packages {}", option: str = "model") -> None:
     """Refuse a checkpoint whose hyperparameters name a class or function outside the trusted
     packages, or of the wrong kind, before anything they name is imported or called. The module's
     own class (``_class_path``) must be a subclass of ``module_class``; Lightning's ``_instantiator``
     is checked by Lightning itself against its own allowlist."""
-    check = KindCheck(trusted, source=source, option_prefix="model.", trust_option=trust_option)
+    check = KindCheck(trusted, source=source, option_prefix=f"{option}.", trust_option=trust_option)
     class_path = hparams.get("_class_path")
     if isinstance(class_path, str):
         named = check.resolve("class_path", class_path, Kind((module_class,)))

@@ -39,21 +39,25 @@ LIGHTNING_HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's own requeue checkpo
 
 
 class ResumeState(Callback):
-    """Saves the random state, the logger's run id and the SLURM job in every checkpoint, and puts
+    """Saves the random state, the logger's run name and id and the SLURM job in every checkpoint, and puts
     the random state back when training resumes. ``TrainingModule`` (``lightning_modules.base``) adds it to every run."""
 
     def __init__(self) -> None:
         super().__init__()
         self._random_state: dict[str, Any] | None = None
         self._logger_version: str | int | None = None
+        self._logger_name: str | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         version = trainer.logger.version if trainer.logger is not None else None
         self._logger_version = version if isinstance(version, (str, int)) else None
+        name = trainer.logger.name if trainer.logger is not None else None
+        self._logger_name = name if isinstance(name, str) else None
 
     def state_dict(self) -> dict[str, Any]:
         # Plain tensors, numbers, strings and tuples only, so checkpoints load with weights_only=True.
-        return {"random_state": random_state(), "logger_run_id": self._logger_version, "slurm_job": slurm_job_id()}
+        return {"random_state": random_state(), "logger_run_id": self._logger_version, "logger_name": self._logger_name,
+                "slurm_job": slurm_job_id()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._random_state = state_dict.get("random_state")
@@ -120,6 +124,21 @@ class Checkpoint:
     def hyperparameters(self) -> dict[str, Any]:
         return self.content.get("hyper_parameters") or {}
 
+    @property
+    def data_hyperparameters(self) -> dict[str, Any]:
+        """The data module's arguments (``ProjectDataModule`` saves them), or {}."""
+        return self.content.get("datamodule_hyper_parameters") or {}
+
+
+def read_named_checkpoint(ckpt_path: str) -> Checkpoint | None:
+    """The checkpoint file ``--ckpt_path`` names, read; None for the names Lightning resolves itself
+    (``last``, ``best``, ...). A missing or damaged file is refused with one line."""
+    if ckpt_path in LIGHTNING_CHECKPOINT_NAMES:
+        return None
+    if not Path(ckpt_path).is_file():
+        raise UserError(f"checkpoint not found: {ckpt_path}")
+    return Checkpoint(Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
+
 
 def find_checkpoint(config: Any, subcommand: str) -> Checkpoint | None:
     """The checkpoint ``config`` names (``ckpt_path``), or for ``fit --resume auto`` the newest
@@ -129,10 +148,8 @@ def find_checkpoint(config: Any, subcommand: str) -> Checkpoint | None:
     found = None
     if ckpt_path is None and subcommand == "fit" and config.get("resume") == "auto":
         found = newest_checkpoint(config["trainer"])
-    elif ckpt_path is not None and ckpt_path not in LIGHTNING_CHECKPOINT_NAMES:
-        if not Path(ckpt_path).is_file():
-            raise UserError(f"checkpoint not found: {ckpt_path}")
-        found = Checkpoint(Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
+    elif ckpt_path is not None:
+        found = read_named_checkpoint(ckpt_path)
     if found is None and ckpt_path is None and slurm_job_id() is not None:
         set_aside_other_jobs_hpc_checkpoints(config["trainer"])
     return found

@@ -46,6 +46,7 @@ class TrainingModule(LightningModule):
     """
 
     outputs_option = "num_outputs"  # the hyperparameter that holds the net's number of outputs
+    flops_per_batch = None  # read by Lightning's ThroughputMonitor: unknown here
 
     def __init__(
         self,

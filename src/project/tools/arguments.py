@@ -35,10 +35,10 @@ from project.engine.internals import (
     unknown_option,
     wrong_class,
 )
-from project.engine.kinds import imported
+from project.engine.kinds import imported, packages_named
 from project.engine.paths import RUNS
 from project.engine.preflight import is_file, read_yaml
-from project.engine.resume import Checkpoint
+from project.engine.resume import Checkpoint, read_named_checkpoint
 
 NET_SIZE_OPTIONS = ("num_classes", "num_outputs", "d_out", "input_shape")  # what a net's first two arguments were called
 
@@ -144,15 +144,52 @@ def child_options(node: dict[str, Any], key: str) -> dict[str, Any]:
 # -- the run's context, under the command line ----------------------------------------------------
 
 
-def run_context(config: Any, subcommand: str | None, checkpoint: Checkpoint | None) -> dict[str, Any]:
-    """The options a run takes from its context (see the module's docstring), as a config."""
+def checkpoint_named_in(args: list[str]) -> Checkpoint | None:
+    """The checkpoint file that ``--ckpt_path`` names on the command line (the last one given),
+    read once, before the command line is parsed; None when there is none."""
+    named = None
+    for position, arg in enumerate(args):
+        key, has_value, value = arg.partition("=")
+        if key == "--ckpt_path":
+            named = value if has_value else (args[position + 1] if position + 1 < len(args) else None)
+    return read_named_checkpoint(named) if named not in (None, "null", "") else None
+
+
+def trusted_in(sources: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    """The packages beyond the project's that a checkpoint may name classes from (``engine.kinds``):
+    ``--trusted_packages``, and the packages the configs and options given (``given_configs``) name."""
+    trusted: set[str] = set()
+    for _, config in sources:
+        listed = config.get("trusted_packages")
+        trusted |= packages_named(config) | ({str(name) for name in listed} if isinstance(listed, list) else set())
+    return trusted
+
+
+def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:
+    """``args`` with what the checkpoint saved of its data module as a config before the config
+    files, and of its model after them. So a checkpoint alone is enough to test, predict or export
+    with; the configs given win over its data (test on other data), its model wins over the configs
+    (the weights were trained with it), and the command line wins over both."""
+    start, end = (1 if args and not args[0].startswith("-") else 0), config_files_end(args)
+    saved = {"data": checkpoint.data_hyperparameters, "model": checkpoint.hyperparameters}
+    laid = {key: {key: model_config_of(hparams, "")} for key, hparams in saved.items() if isinstance(hparams.get("_class_path"), str)}
+    under = laid.get("data", {})
+    if isinstance(name := checkpoint.saved_state.get("logger_name"), str):  # results go beside the run's own
+        under["trainer"] = {"logger": {"init_args": {"name": name}}}
+    return [*args[:start], *([f"--config={json.dumps(under)}"] if under else []), *args[start:end],
+            *([f"--config={json.dumps(laid['model'])}"] if "model" in laid else []), *args[end:]]
+
+
+def run_context(config: Any, subcommand: str | None, checkpoint: Checkpoint | None, laid: bool = False) -> dict[str, Any]:
+    """The options a run takes from its context (see the module's docstring), as a config; the
+    checkpoint's model only if it was not ``laid`` under the command line before parsing already."""
     context: dict[str, Any] = {}
     logger = config["trainer"].get("logger")
     logger_args: dict[str, Any] = {}
     if checkpoint is not None:
         if checkpoint.found_by_resume_auto:
             context["ckpt_path"] = str(checkpoint.path)
-        if checkpoint.hyperparameters:
+        if checkpoint.hyperparameters and not (laid and isinstance(checkpoint.hyperparameters.get("_class_path"), str)):
             context["model"] = model_config_of(checkpoint.hyperparameters, config["model"]["class_path"])
         run_id = checkpoint.saved_state.get("logger_run_id")
         if subcommand == "fit" and is_wandb(logger) and isinstance(run_id, str) and not logger["init_args"].get("id"):

@@ -23,13 +23,16 @@ from rich.console import Console
 from rich.table import Table
 
 from project.tools.arguments import (
+    checkpoint_named_in,
     command_line_overrides,
     config_files_end,
     denied_import_line,
     given_configs,
     run_context,
+    trusted_in,
     unknown_class_line,
     unknown_option_line,
+    with_checkpoint,
     with_class_defaults,
     with_context,
     wrong_value_line,
@@ -46,7 +49,7 @@ from project.engine.loggers import run_folder
 from project.engine.paths import base_config, check_folder_can_be_written, train_command
 from project.engine.preflight import check_accelerator, check_seed, trainer_options_checked
 from project.engine.provenance import unused_name
-from project.engine.resume import checkpoint_root, find_checkpoint
+from project.engine.resume import Checkpoint, checkpoint_root, find_checkpoint
 from project.engine.signals import Interrupted
 from project.tools.trainer import ProjectTrainer
 
@@ -159,28 +162,34 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         parser.set_defaults({"trainer.enable_progress_bar": sys.stdout.isatty()})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
-        """Parse the command line; when the run takes options from its context (``tools.arguments``),
-        parse it again with them as one more config right after the config files. The checkpoint a
-        run names is read here, once (``Checkpoint``), and the parsed config is final."""
+        """Parse the command line once, with what a checkpoint it names saved of its model and data
+        (``tools.arguments.with_checkpoint``); parse it again only when the run takes more from its
+        context (``tools.arguments.run_context``: the checkpoint ``--resume auto`` found, W&B's run
+        id, ``default_root_dir``). The checkpoint is read here, once, and the parsed config is final."""
         # Read as given (YAML alias bombs refused), then a class of the wrong kind refused in one line,
         # before jsonargparse expands the configs or imports what they name.
-        check_given_configs(given_configs(args), self.option_types())
+        sources = given_configs(args)
+        check_given_configs(sources, self.option_types())
+        named = checkpoint_named_in(args)
+        if named is not None:  # before its hyperparameters reach the parser, which imports what they name
+            self.check_checkpoint(named, trusted_in(sources))
+            args = with_checkpoint(args, named)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         given = config.as_dict()
         check_kinds(given, self.option_types())
-        checkpoint = find_checkpoint(config, subcommand) if subcommand else None
-        if checkpoint is not None:  # before its hyperparameters reach the parser, which imports what they name
-            trusted = sorted({*config.get("trusted_packages", []), *packages_named(given)})
-            check_checkpoint_hyperparameters(checkpoint.hyperparameters, self.model_class, trusted, f"checkpoint {checkpoint.path}: ")
-        context = run_context(config, subcommand, checkpoint)
+        checkpoint = named or (find_checkpoint(config, subcommand) if subcommand else None)
+        if checkpoint is not None and named is None:
+            self.check_checkpoint(checkpoint, {*config.get("trusted_packages", []), *packages_named(given)})
+        context = run_context(config, subcommand, checkpoint, laid=named is not None)
         if context:
             super().parse_arguments(parser, with_context(args, context))
             config = self.config[subcommand] if subcommand else self.config
             check_kinds(config.as_dict(), self.option_types())
-        if checkpoint is not None and "model" in context:
-            under = parser.parse_args(with_context(args[: config_files_end(args)], context))
+        if checkpoint is not None and (named is not None or "model" in context):
+            head = args[: config_files_end(args)]
+            under = parser.parse_args(with_context(head, context) if "model" in context else head)
             under = under[subcommand] if subcommand else under
             for line in command_line_overrides(under, config, args, subcommand == "fit"):
                 rank_zero_info(line)
@@ -188,6 +197,12 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         check_folder_can_be_written(root, f"cannot write runs under {root}")
         check_seed(config.get("seed_everything"))
         check_accelerator(config["trainer"].get("accelerator"))
+
+    def check_checkpoint(self, checkpoint: Checkpoint, trusted: set[str]) -> None:
+        """What the checkpoint's model and data hyperparameters name (``engine.kinds``)."""
+        source = f"checkpoint {checkpoint.path}: "
+        check_checkpoint_hyperparameters(checkpoint.hyperparameters, self.model_class, sorted(trusted), source)
+        check_checkpoint_hyperparameters(checkpoint.data_hyperparameters, self.datamodule_class, sorted(trusted), source, option="data")
 
     def option_types(self) -> dict[str, Any]:
         """The type of each top-level option that names classes (``engine.kinds`` checks what they name)."""
@@ -227,22 +242,24 @@ def print_final_metrics(trainer: Trainer) -> None:
 
 @rank_zero_only
 def print_next_commands(trainer: Trainer) -> None:
-    """The commands that test and predict with this run's best checkpoint, ready to paste: this
-    interpreter, this ``train.py``, and the config this run saved (with every override it had)."""
+    """The commands that test, predict with and export this run's best checkpoint, ready to paste:
+    this interpreter, this ``train.py`` (or ``-m project``), and the checkpoint, which holds the
+    model's and the data's arguments (the run's trainer options are in its ``config.yaml``)."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    config = run_folder(trainer) / "config.yaml"  # written by SaveConfigToRun
-    if not best or not config.is_file():
+    if not best:
         return
 
     def command(subcommand: str) -> str:
-        return shlex.join(train_command(subcommand, ["--config", str(config), "--ckpt_path", best]))
+        return shlex.join(train_command(subcommand, ["--ckpt_path", best]))
 
     which = "Best" if trainer.checkpoint_callback.monitor else "Last"  # no validation split: the last one
     lines = [f"{which} checkpoint: {best}", "Test it:", "  " + command("test")]
     new_inputs = trainer.datamodule.new_inputs_option
     lines += [(f"Predict the test split{f', or new inputs with {new_inputs} added' if new_inputs else ''} "
                "(predictions.csv in a new run folder):"), "  " + command("predict"),
-              "Export it (ONNX with its preprocessing, safetensors, JSON; beside the checkpoint):", "  " + command("export")]
+              "Export it (ONNX with its preprocessing, safetensors, JSON; beside the checkpoint):", "  " + command("export"),
+              f"(The checkpoint holds the model's and the data's arguments; --config {run_folder(trainer) / 'config.yaml'} "
+              "adds the run's trainer options too.)"]
     rank_zero_info("\n".join(lines))
 
 
