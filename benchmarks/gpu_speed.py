@@ -123,7 +123,7 @@ def time_to_accuracy(option_set: str, target: float, common: list[str], cwd: Pat
 
 def resnet_against_plain_loop(quick: bool, device: str) -> list[tuple]:
     options = vs_plain_loop.arguments([
-        "--cases", "resnet18_head", "resnet18_full", "--device", device, "--no-shortcut-column",
+        "--cases", "resnet18_head", "resnet18_full", "--device", device,
         "--epochs", "2" if quick else "3", "--images", "64" if quick else "4096",
         "--image-size", "32" if quick else "224", "--workers", "0" if quick else "8"])
     with contextlib.redirect_stdout(io.StringIO()):

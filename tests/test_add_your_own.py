@@ -1,4 +1,4 @@
-"""The README's "Add your own" section, done as written: its files go into a folder outside the
+"""docs/add-your-own.md, done as written: its files go into a folder outside the
 project, its commands run as shown, and then the test and predict commands fit prints, as pasted.
 No file of the project is touched."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, read_csv, write_png
 
-SECTION = re.search(r"^## Add your own\n(.*?)^## ", (REPO / "README.md").read_text(), re.S | re.M).group(1)
+SECTION = (REPO / "docs" / "add-your-own.md").read_text()
 FILES = re.findall(r"^```(?:python|yaml)\n# (my_code/\S+)\n(.*?)^```", SECTION, re.S | re.M)
 [COMMANDS] = re.findall(r"^```bash\n(.*?)^```", SECTION, re.S | re.M)
 

@@ -44,7 +44,7 @@ from project.engine.data import ProjectDataModule
 from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
 from project.errors import find_user_error
 from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
-from project.engine.kinds import check_checkpoint_hyperparameters, check_given_configs, check_kinds, packages_named
+from project.engine.kinds import TRUSTED_PACKAGES, check_checkpoint_hyperparameters, check_given_configs, check_kinds, packages_named
 from project.engine.loggers import run_folder
 from project.engine.paths import base_config, check_folder_can_be_written, train_command
 from project.engine.preflight import check_accelerator, check_seed, trainer_options_checked
@@ -222,7 +222,8 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
 
     def after_fit(self) -> None:
         print_final_metrics(self.trainer)
-        print_next_commands(self.trainer)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        print_next_commands(self.trainer, sorted(packages_named(config.as_dict()) - set(TRUSTED_PACKAGES)))
 
 
 @rank_zero_only
@@ -241,16 +242,19 @@ def print_final_metrics(trainer: Trainer) -> None:
 
 
 @rank_zero_only
-def print_next_commands(trainer: Trainer) -> None:
+def print_next_commands(trainer: Trainer, own_packages: list[str]) -> None:
     """The commands that test, predict with and export this run's best checkpoint, ready to paste:
     this interpreter, this ``train.py`` (or ``-m project``), and the checkpoint, which holds the
-    model's and the data's arguments (the run's trainer options are in its ``config.yaml``)."""
+    model's and the data's arguments (the run's trainer options are in its ``config.yaml``). The
+    packages of the user's own classes the run named are trusted by name (``--trusted_packages``)."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not best:
         return
 
+    trusted = ["--trusted_packages", f"[{', '.join(own_packages)}]"] if own_packages else []
+
     def command(subcommand: str) -> str:
-        return shlex.join(train_command(subcommand, ["--ckpt_path", best]))
+        return shlex.join(train_command(subcommand, ["--ckpt_path", best, *trusted]))
 
     which = "Best" if trainer.checkpoint_callback.monitor else "Last"  # no validation split: the last one
     lines = [f"{which} checkpoint: {best}", "Test it:", "  " + command("test")]
