@@ -27,12 +27,11 @@ worker count, and pinned memory on a GPU, in both loops.
 """
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 

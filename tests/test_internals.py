@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from jsonargparse import ArgumentParser
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from private_api import scan
 from project.datamodules import LoaderOptions, TensorDataModule
@@ -40,30 +39,6 @@ def test_batch_norm_base_is_still_the_base_of_every_batch_norm_layer():
         assert isinstance(layer, internals.BatchNormBase), type(layer)
     assert not isinstance(nn.LayerNorm(3), internals.BatchNormBase)
     assert {"running_mean", "running_var", "num_batches_tracked"} <= set(dict(nn.BatchNorm2d(3).named_buffers()))
-
-
-class HookNames(internals.PlainHookNameWrites, LightningModule):
-    """Records the hook name Lightning has set while it runs a step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer, self.seen = nn.Linear(2, 1), []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append(getattr(self, internals.HOOK_NAME_ATTRIBUTE))
-        self.log("loss", 1.0)  # Lightning's logging reads the hook name to check where it is called from
-        return self.layer(batch[0]).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def test_lightning_still_names_the_running_hook_in_the_attribute_the_shortcut_writes_plainly():
-    module = HookNames()
-    assert internals.HOOK_NAME_ATTRIBUTE in vars(module)  # set by LightningModule.__init__, not a Module attribute
-    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False).fit(module, DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
-    assert module.seen == ["training_step", "training_step"]
 
 
 @pytest.mark.parametrize("noise", [*internals.WARNINGS, *internals.LOG_LINES], ids=lambda n: n.text[:40])

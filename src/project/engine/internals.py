@@ -4,7 +4,7 @@ Three kinds of reach live in this module, each with the version it was checked w
 ``tests/test_internals.py`` fails when one of them moves (it also fails when a private name of
 torch, Lightning, torchmetrics, torchvision or jsonargparse is used anywhere else in ``src/``):
 
-- private names: ``BatchNormBase``, ``PlainHookNameWrites``, ``SkipLightningCheckpointHparams``,
+- private names: ``BatchNormBase``, ``SkipLightningCheckpointHparams``,
   ``model_config_of``, ``UnrepeatedDistributedSampler``;
 - filters keyed on the text of a message: ``WARNINGS``, ``LOG_LINES``, ``SEED_LOGGER``;
 - patterns over jsonargparse's error wording: ``unknown_option``, ``class_paths_in``, ``parser_keys_in``,
@@ -32,7 +32,7 @@ jsonargparse 4.53.0, Optuna 5.1.0, wandb 0.31.0):
 - ``resume``: under SLURM, Lightning continues by itself from a file in ``default_root_dir``
   whose name holds ``hpc_ckpt_`` when no ``ckpt_path`` is given (``LIGHTNING_HPC_CHECKPOINTS``,
   ``test_lightning_still_continues_hpc_checkpoints_by_that_name``).
-- ``module``: ``trainer.estimated_stepping_batches`` sets up the train loader when it is not set
+- ``schedules``: ``trainer.estimated_stepping_batches`` sets up the train loader when it is not set
   up yet, so ``num_training_batches`` is known in ``configure_optimizers``
   (``test_lr_schedule_is_stepped_per_optimizer_step_by_lightning``).
 - ``cli``: Lightning's ``SIGTERMException`` (a SIGTERM outside training) is a ``SystemExit`` with
@@ -70,24 +70,6 @@ BatchNormBase = nn.modules.batchnorm._BatchNorm
 # Lightning 2.6.6: ``UnrepeatedDistributedSampler`` (imported above) gives each rank every N-th
 # sample without repeating any to even out the ranks; Lightning's own predict loop uses it, from
 # its non-public ``lightning.pytorch.overrides`` package. engine.data evaluates with it.
-
-# Lightning 2.6.6: around every hook (~44 times a training step) Lightning writes the hook's name to
-# the LightningModule's `_current_fx_name`. Through nn.Module.__setattr__, which checks parameters,
-# buffers and submodules first, that costs ~0.27 ms a step on 2 CPU cores: 15% of the two-layer
-# epoch in benchmarks/vs_plain_loop.py (its "hook-name shortcut" column). A plain write stores the same
-# string where Lightning reads it.
-HOOK_NAME_ATTRIBUTE = "_current_fx_name"
-
-
-class PlainHookNameWrites:
-    """Mixin for a LightningModule: Lightning's hook-name writes skip nn.Module.__setattr__."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == HOOK_NAME_ATTRIBUTE:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
 
 class SkipLightningCheckpointHparams:
     """Mixin for ``LightningCLI``: its ``_parse_ckpt_path`` does nothing.

@@ -15,7 +15,6 @@ import difflib
 import importlib
 import inspect
 import json
-import re
 from pathlib import Path
 from typing import Any
 

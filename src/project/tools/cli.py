@@ -3,7 +3,6 @@
 import importlib
 import logging
 import pkgutil
-import re
 import shlex
 import shutil
 import signal
