@@ -1,13 +1,13 @@
 """The command line as a user runs it: fit -> test -> predict, every config, and bad input."""
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-import yaml
 
 from conftest import QUIET, REPO, make_image_tree, make_mnist_files, read_csv, train_py, write_png
 from project.__main__ import main
@@ -333,16 +333,22 @@ def test_help_for_the_model_and_data_classes_takes_their_short_names(capsys):
         assert expected in capsys.readouterr().out
 
 
-def test_a_class_named_on_the_command_line_starts_from_its_own_defaults(capsys):
-    """The digits recipe's AdamW has weight_decay 0.01 and fused; SGD named instead gets SGD's defaults."""
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(REPO / "configs" / "lenet_digits.yaml"), "--model.optimizer", "torch.optim.SGD",
-              "--model.optimizer.momentum=0.9", "--print_config"])
-    optimizer = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["optimizer"]
+def test_a_class_named_on_the_command_line_keeps_the_options_it_shares_and_says_which(capsys, caplog):
+    """The digits recipe's AdamW has lr 0.003, weight_decay 0.01 and fused; SGD named over it keeps
+    them (jsonargparse's rule, as in config files), the run names them, and options after it win."""
+    from project.tools.cli import parse_fit_arguments
+
+    args = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--model.optimizer", "torch.optim.SGD",
+            "--model.optimizer.momentum=0.9", "--model.optimizer.lr=0.05"]
+    with caplog.at_level(logging.INFO):
+        config = parse_fit_arguments(args)
+    optimizer = config["model"]["init_args"]["optimizer"]
     assert optimizer["class_path"] == "torch.optim.SGD"
-    assert optimizer["init_args"] | {"momentum": 0.9} == optimizer["init_args"]
-    assert optimizer["init_args"]["weight_decay"] == 0 and optimizer["init_args"]["fused"] is None
-    assert optimizer["init_args"]["lr"] == torch.optim.SGD([torch.zeros(1)]).defaults["lr"]
+    assert optimizer["init_args"]["momentum"] == 0.9 and optimizer["init_args"]["lr"] == 0.05
+    assert optimizer["init_args"]["weight_decay"] == 0.01 and optimizer["init_args"]["fused"] is True
+    said = [r.getMessage() for r in caplog.records if "keeps" in r.getMessage()]
+    assert said == ["--model.optimizer torch.optim.SGD keeps weight_decay=0.01, fused=True of torch.optim.AdamW, which it "
+                    "replaces (the options they share); give them after it to change them"]
 
 
 @pytest.mark.slow

@@ -13,9 +13,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.errors import UserError
 
-_last_read: tuple[tuple[str, int, int], dict[str, Any]] | None = None  # (file identity, content): see read_checkpoint
-
-
 def file_identity(path: Path) -> tuple[str, int, int]:
     stat = path.stat()
     return str(path.resolve()), stat.st_ino, stat.st_mtime_ns
@@ -24,9 +21,8 @@ def file_identity(path: Path) -> tuple[str, int, int]:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's contents, memory-mapped (tensors are read when used), with
     ``weights_only=True``; ``UserError`` for a file that is not a whole checkpoint written by
-    ``torch.save``. The contents are kept until Lightning asks ``AtomicCheckpointIO`` for the same
-    file, so a run that names a checkpoint reads it once."""
-    global _last_read
+    ``torch.save``. The command line hands them to ``AtomicCheckpointIO.hand_over``, so a run that
+    names a checkpoint reads it once."""
     try:
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # a truncated or foreign file: torch raises many kinds
@@ -34,7 +30,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
                         f"objects, which are not loaded for safety): {type(error).__name__}") from error
     if not isinstance(content, dict) or "state_dict" not in content:
         raise UserError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
-    _last_read = (file_identity(path), content)
     return content
 
 
@@ -107,13 +102,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise
             raise UserError(f"cannot write the checkpoint {path}: {cause.strerror or cause}") from error
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._read: tuple[tuple[str, int, int], dict[str, Any]] | None = None  # (file identity, content)
+
+    def hand_over(self, path: Path, content: dict[str, Any]) -> None:
+        """The contents of ``path``, read already (``read_checkpoint``): the first load of that same
+        file returns them rather than reading it again."""
+        self._read = (file_identity(path), content)
+
     def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
                         weights_only: bool | None = None) -> dict[str, Any]:
-        global _last_read
-        if _last_read is not None and weights_only is not False and Path(path).is_file():
-            identity, content = _last_read
+        if self._read is not None and weights_only is not False and Path(path).is_file():
+            identity, content = self._read
             if identity == file_identity(Path(path)):
-                _last_read = None  # handed over: Lightning keeps it for as long as it needs it
+                self._read = None  # handed over: Lightning keeps it for as long as it needs it
                 return content
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 

@@ -1,26 +1,31 @@
 """What jsonargparse parses, and the one-line answer to an option it does not know.
 
 The config flows one way: configs/base.yaml, then each ``--config``, then the command line, parsed
-once by jsonargparse, and nothing changes the parsed config afterwards. Two things are prepared
-before that parse, here:
+by jsonargparse, and nothing changes the parsed config afterwards. What a run takes from its
+context goes in as one more config:
 
-- ``with_class_defaults``: a class named on the command line starts from its own defaults;
-- ``with_context``: what a run takes from its context goes in as one more config right after the
-  config files, so the command line still wins over it: a checkpoint's model hyperparameters (the
-  net and its sizes, the loss, ...) and, for ``fit``, the W&B run it continues; the checkpoint that
-  ``--resume auto`` found; and the logger's folder under ``--trainer.default_root_dir``.
+- ``with_checkpoint``, before the parse: what the checkpoint ``--ckpt_path`` names saved of its data
+  module (under the configs) and of its model (over them; the command line still wins);
+- ``with_context``, only when the parsed config says there is more: the checkpoint ``--resume auto``
+  found, the W&B run a ``fit`` continues, the logger's folder under ``--trainer.default_root_dir``;
+  the command line is then parsed once more with it.
+
+A class named on the command line over another (``--model.optimizer torch.optim.SGD`` over the
+recipe's AdamW) keeps the options the two share, as jsonargparse does for config files;
+``kept_options`` says which, so that nothing is carried over silently.
 """
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser
 
-from project.engine.checkpoint_io import is_plain_data
 from project.errors import UserError
 from project.engine.internals import (
     class_paths_in,
@@ -39,42 +44,8 @@ from project.engine.paths import RUNS
 from project.engine.preflight import is_file, read_yaml
 from project.engine.resume import Checkpoint, read_named_checkpoint
 
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 NET_SIZE_OPTIONS = ("num_classes", "num_outputs", "d_out", "input_shape")  # what a net's first two arguments were called
-
-
-def with_class_defaults(args: list[str]) -> list[str]:
-    """A class named on the command line under ``--model`` (``--model.optimizer torch.optim.SGD``)
-    starts from its own defaults.
-
-    jsonargparse keeps every option of the class being replaced that the new class also takes
-    (AdamW's ``weight_decay: 0.01`` would go to SGD, seen only in ``--print_config``). Here such an
-    argument is handed on with the new class's defaults written out; options given after it still
-    override them.
-    """
-    expanded, position = [], 0
-    while position < len(args):
-        arg = args[position]
-        key, has_value, value = arg.partition("=")
-        if not has_value and position + 1 < len(args):
-            value = args[position + 1]
-        defaults = class_defaults(value) if key.startswith("--model.") and not key.endswith(".help") else None
-        if defaults is None:
-            expanded.append(arg)
-        else:
-            expanded.append(f"{key}={json.dumps({'class_path': value, 'init_args': defaults})}")
-            position += 0 if has_value else 1
-        position += 1
-    return expanded
-
-
-def class_defaults(path: str) -> dict[str, Any] | None:
-    """The default of each argument of the class at the dotted ``path`` that has a plain default;
-    None when ``path`` does not name an importable class."""
-    parameters = class_parameters(path)
-    if parameters is None:
-        return None
-    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
-            for p in parameters if p.default is not p.empty and is_plain_data(p.default)}
 
 
 def class_parameters(path: str) -> list[inspect.Parameter] | None:
@@ -156,12 +127,23 @@ def checkpoint_named_in(args: list[str]) -> Checkpoint | None:
 
 def trusted_in(sources: list[tuple[str, dict[str, Any]]]) -> set[str]:
     """The packages beyond the project's that a checkpoint may name classes from (``engine.kinds``):
-    ``--trusted_packages``, and the packages the configs and options given (``given_configs``) name."""
+    ``--trusted_packages``, and the packages of the classes the configs and options given
+    (``given_configs``) name, by ``class_path`` or as a bare path (``--model.net=mypkg.Net``)."""
     trusted: set[str] = set()
     for _, config in sources:
         listed = config.get("trusted_packages")
         trusted |= packages_named(config) | ({str(name) for name in listed} if isinstance(listed, list) else set())
+        trusted |= {path.split(".")[0] for path in bare_paths(config) if importlib.util.find_spec(path.split(".")[0])}
     return trusted
+
+
+def bare_paths(config: Any) -> list[str]:
+    """The strings in ``config`` that read as dotted import paths (``mypkg.nets.Net``)."""
+    if isinstance(config, dict):
+        return [path for value in config.values() for path in bare_paths(value)]
+    if isinstance(config, list):
+        return [path for value in config for path in bare_paths(value)]
+    return [config] if isinstance(config, str) and IMPORT_PATH.fullmatch(config) else []
 
 
 def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:
@@ -249,6 +231,46 @@ def model_options(args: list[str]) -> list[str]:
     ``model.optimizer.lr``), each once."""
     keys = [arg[2:].partition("=")[0] for arg in args if arg.startswith("--model.")]
     return list(dict.fromkeys(key.replace(".init_args", "") for key in keys if not key.endswith(".help")))
+
+
+def model_classes_named(args: list[str]) -> list[tuple[str, str, list[inspect.Parameter]]]:
+    """``(option, class path, its arguments)`` for each class the command line names under
+    ``--model`` after the config files (``--model.optimizer torch.optim.SGD``)."""
+    command_line, named = args[config_files_end(args):], []
+    for position, arg in enumerate(command_line):
+        key, has_value, value = arg.partition("=")
+        if key.startswith("--model.") and not key.endswith(".help"):
+            value = value if has_value else (command_line[position + 1] if position + 1 < len(command_line) else "")
+            if (parameters := class_parameters(value)) is not None:
+                named.append((key[2:].replace(".init_args", ""), value, parameters))
+    return named
+
+
+def kept_options(under: Any, final: Any, args: list[str]) -> list[str]:
+    """A line for each class named on the command line over another class that kept options of the
+    one it replaced: jsonargparse keeps the options the two share, so SGD named over the recipe's
+    AdamW keeps its lr and weight_decay. Options given on the command line, and values equal to the
+    new class's own defaults, are not listed."""
+    given, lines = set(model_options(args[config_files_end(args):])), []
+    for option, value, parameters in model_classes_named(args):
+        before, after = full_key(under, option), full_key(final, option)
+        if before is None or after is None:
+            continue
+        old, new = plain(under[before]), plain(final[after])
+        if not isinstance(old, dict) or old.get("class_path") in (None, value) or not isinstance(new, dict):
+            continue
+        defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+        kept = {name: v for name, v in (new.get("init_args") or {}).items() if f"{option}.{name}" not in given
+                and (old.get("init_args") or {}).get(name, defaults.get(name)) == v != defaults.get(name)}
+        if kept:
+            lines.append(f"--{option} {value} keeps {', '.join(f'{k}={v!r}' for k, v in kept.items())} of "
+                         f"{old['class_path']}, which it replaces (the options they share); give them after it to change them")
+    return lines
+
+
+def plain(value: Any) -> Any:
+    """A parsed config's value as plain dicts and lists."""
+    return value.as_dict() if hasattr(value, "as_dict") else value
 
 
 def full_key(config: Any, key: str) -> str | None:

@@ -27,18 +27,20 @@ from project.tools.arguments import (
     config_files_end,
     denied_import_line,
     given_configs,
+    kept_options,
+    model_classes_named,
     run_context,
     trusted_in,
     unknown_class_line,
     unknown_option_line,
     with_checkpoint,
-    with_class_defaults,
     with_context,
     wrong_value_line,
 )
 from project.engine.callbacks import LatestBestCheckpoint
 from project.engine.callbacks.averaging import AveragedWeights
 from project.engine.callbacks.run_record import scalar_metrics
+from project.engine.checkpoint_io import AtomicCheckpointIO
 from project.engine.data import ProjectDataModule
 from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
 from project.errors import find_user_error
@@ -178,7 +180,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         given = config.as_dict()
         check_kinds(given, self.option_types())
-        checkpoint = named or (find_checkpoint(config, subcommand) if subcommand else None)
+        checkpoint = self.checkpoint = named or (find_checkpoint(config, subcommand) if subcommand else None)
         if checkpoint is not None and named is None:
             self.check_checkpoint(checkpoint, {*config.get("trusted_packages", []), *packages_named(given)})
         context = run_context(config, subcommand, checkpoint, laid=named is not None)
@@ -186,11 +188,12 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
             super().parse_arguments(parser, with_context(args, context))
             config = self.config[subcommand] if subcommand else self.config
             check_kinds(config.as_dict(), self.option_types())
-        if checkpoint is not None and (named is not None or "model" in context):
+        if (checkpoint is not None and (named is not None or "model" in context)) or model_classes_named(args):
             head = args[: config_files_end(args)]
             under = parser.parse_args(with_context(head, context) if "model" in context else head)
             under = under[subcommand] if subcommand else under
-            for line in command_line_overrides(under, config, args, subcommand == "fit"):
+            lines = command_line_overrides(under, config, args, subcommand == "fit") if checkpoint is not None else []
+            for line in [*lines, *kept_options(under, config, args)]:
                 rank_zero_info(line)
         root = checkpoint_root(config["trainer"])
         check_folder_can_be_written(root, f"cannot write runs under {root}")
@@ -217,7 +220,10 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         if averaging is not None:  # among the callbacks the Trainer orders: before the checkpoints that save its state
             kwargs["callbacks"] = [*(instantiated["trainer"].get("callbacks") or []), averaging]
         with trainer_options_checked():
-            return super().instantiate_trainer(**torchrun_counts(config["trainer"]), **kwargs)
+            trainer = super().instantiate_trainer(**torchrun_counts(config["trainer"]), **kwargs)
+        if self.checkpoint is not None and isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            trainer.strategy.checkpoint_io.hand_over(self.checkpoint.path, self.checkpoint.content)  # read once
+        return trainer
 
     def after_fit(self) -> None:
         print_final_metrics(self.trainer)
@@ -285,7 +291,7 @@ def main(args: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
     quiet_known_noise()
     try:
         with exit_on_user_error():
-            ProjectCLI(rooms, args=with_class_defaults(sys.argv[1:] if args is None else args))
+            ProjectCLI(rooms, args=sys.argv[1:] if args is None else args)
     except Interrupted as stop:  # a scheduler's signal, seen by every rank alike: a checkpoint is saved
         print_once(str(stop))
         sys.exit(stop.exit_code)
@@ -357,6 +363,6 @@ def parse_fit_arguments(args: list[str], rooms: Sequence[str] = ()) -> Any:
     seed_log.setLevel(logging.WARNING)
     try:
         with exit_on_user_error():
-            return ConfigOnly(rooms, args=with_class_defaults(args), run=False).config
+            return ConfigOnly(rooms, args=args, run=False).config
     finally:
         seed_log.setLevel(level)

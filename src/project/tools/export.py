@@ -91,7 +91,8 @@ def raw_inputs_graph(model: LightningModule, datamodule: ProjectDataModule,
 
 
 def export_checkpoint(model: LightningModule, datamodule: ProjectDataModule, ckpt_path: str | None,
-                      output: str | None, check_samples: int, quantize: str | None = None) -> Path:
+                      output: str | None, check_samples: int, quantize: str | None = None,
+                      read: Any = read_checkpoint) -> Path:
     """Write ``<name>.onnx``, ``<name>.safetensors`` and ``<name>.json`` for the checkpoint
     ``<name>.ckpt``, beside it or in ``output``; returns the ``.onnx`` path. Every file is first
     written to a temporary folder and moved into place only once the export matches the model on
@@ -105,7 +106,7 @@ def export_checkpoint(model: LightningModule, datamodule: ProjectDataModule, ckp
     source = Path(ckpt_path)
     folder = Path(output) if output else source.parent
     check_folder_can_be_written(folder, f"cannot write the export to {folder}")
-    checkpoint = read_checkpoint(source)
+    checkpoint = read(source)  # the trainer's checkpoint_io: the command line read this file already
     graph, inputs = raw_inputs_graph(model, datamodule, checkpoint)
     samples = min(check_samples, len(inputs.test_inputs))  # type: ignore[arg-type]
     if samples == 0:

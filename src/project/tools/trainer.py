@@ -44,7 +44,8 @@ class ProjectTrainer(Trainer):
         """
         from project.tools.export import export_checkpoint  # onnx and its exporter load only for export
 
-        export_checkpoint(*self._project_classes(model, datamodule), ckpt_path, output, check_samples, quantize)
+        export_checkpoint(*self._project_classes(model, datamodule), ckpt_path, output, check_samples, quantize,
+                          read=self.strategy.checkpoint_io.load_checkpoint)
 
     def lr_find(
         self,
