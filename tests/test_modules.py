@@ -5,7 +5,8 @@ from functools import partial
 
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from torch.utils.data import DataLoader, TensorDataset
 
 from project.datamodules import LoaderOptions, TensorDataModule
 from project.errors import UserError
@@ -129,3 +130,37 @@ def test_the_best_checkpoint_moves_to_a_later_epoch_that_ties_but_not_to_a_worse
         assert not lightnings.check_monitor_top_k(trainer, torch.tensor(tie))  # Lightning keeps the first of a tie
         assert not ours.check_monitor_top_k(trainer, torch.tensor(worse))
         assert ours.check_monitor_top_k(trainer, torch.tensor(better))
+
+
+class PlainData(LightningDataModule):
+    """A plain Lightning data module: ``(x, y)`` batches, no loss weights, no sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(40, 6, generator=generator), torch.randint(0, 3, (40,), generator=generator)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x[:32], self.y[:32]), batch_size=8)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x[32:], self.y[32:]), batch_size=8)
+
+
+def test_a_plain_lightning_data_module_trains_with_the_mean_loss_of_each_batch(tmp_path):
+    """Without weights in the batch every sample of a batch weighs alike: the step's loss is the
+    batch's mean loss, and one SGD step moves the weights as the mean loss's gradient does."""
+    seed_everything(0)
+    module = ClassificationModule(net=partial(TwoLayerNet, hidden=4), num_classes=3, input_shape=[6],
+                                  optimizer=partial(torch.optim.SGD, lr=0.5))
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    quiet_trainer(tmp_path, max_steps=1, num_sanity_val_steps=0).fit(module, datamodule=PlainData())
+    net = TwoLayerNet(3, (6,), hidden=4)
+    net.load_state_dict(before)
+    data = PlainData()
+    torch.nn.functional.cross_entropy(net(data.x[:8]), data.y[:8]).backward()
+    for name, parameter in net.named_parameters():
+        expected = parameter.detach() - 0.5 * parameter.grad
+        assert torch.allclose(module.net.state_dict()[name], expected, atol=1e-6), name
+    with pytest.raises(UserError, match="PlainData does not say the net's size: set model.num_classes"):
+        quiet_trainer(tmp_path, max_steps=1).fit(ClassificationModule(net=TwoLayerNet), datamodule=PlainData())
