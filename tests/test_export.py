@@ -387,11 +387,26 @@ def test_the_image_suffixes_are_torchvisions():
     (lambda root, model: [str(model), "regression_rows.csv"], "a row of this model holds 64 numbers, got shape 15x6"),
     (lambda root, model: [str(model), "rows.csv", "--output", "rows.csv"], "rows.csv exists: give another --output"),
     (lambda root, model: [str(model), "images"], "this model takes table rows of 64 numbers (a .csv, .npy, .npz or .pt file), not images"),
+    (lambda root, model: [str(model), "rows.csv", "--output", "images", "--overwrite"], "--output images is not a file (a folder or a device)"),
+    (lambda root, model: [str(model), "rows.csv", "--output", "/dev/null", "--overwrite"], "--output /dev/null is not a file"),
 ])
 def test_predict_onnx_refuses_bad_input_in_one_line(workdir, make, says):
     done = predict_onnx(*make(workdir, exported(workdir, "lenet_digits")), cwd=workdir)
     assert done.returncode == 2 and done.stderr.strip().startswith("error: ") and says in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_predict_onnx_refuses_an_export_json_without_its_keys_and_an_output_it_cannot_write(workdir, tmp_path):
+    model = exported(workdir, "lenet_digits")
+    (tmp_path / "odd.onnx").write_bytes(model.read_bytes())
+    description = json.loads(model.with_suffix(".json").read_text())
+    del description["preprocessing"]
+    (tmp_path / "odd.json").write_text(json.dumps(description))
+    done = predict_onnx(str(tmp_path / "odd.onnx"), str(workdir / "rows.csv"), "--output", str(tmp_path / "p.csv"), cwd=tmp_path)
+    assert done.returncode == 2 and "odd.json lacks 'preprocessing'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.csv").exists()
+    full = predict_onnx(str(model), str(workdir / "rows.csv"), "--output", "/dev/full/p.csv", cwd=tmp_path)
+    assert full.returncode == 2 and full.stderr.startswith("error: cannot write /dev/full/p.csv") and len(full.stderr.strip().splitlines()) == 1
 
 
 def test_predict_onnx_refuses_a_damaged_model_and_a_missing_description(workdir, tmp_path):

@@ -45,10 +45,14 @@ class ExportedModel:
         except Exception as error:  # onnxruntime raises its own kinds for damaged or foreign files
             raise UserError(f"{self.path} is not a readable ONNX model ({type(error).__name__}): export it again") from error
         self.input_name = self.session.get_inputs()[0].name
-        self.input_shape = tuple(self.meta["input"]["shape"])
-        self.reader: dict[str, Any] = self.meta["preprocessing"]["reader"]
-        self.task: str = self.meta["outputs"]["task"]
-        self.class_names: list[str] | None = self.meta["outputs"].get("class_names")
+        try:
+            self.input_shape = tuple(self.meta["input"]["shape"])
+            self.reader: dict[str, Any] = self.meta["preprocessing"]["reader"]
+            self.task: str = self.meta["outputs"]["task"]
+            self.class_names: list[str] | None = self.meta["outputs"].get("class_names")
+        except (KeyError, TypeError, AttributeError) as error:  # a JSON of another tool, or edited by hand
+            raise UserError(f"{self.path.with_suffix('.json')} lacks {error} (or holds it in another form): "
+                            "it is not the JSON train.py export writes beside the .onnx; export it again") from error
 
     @property
     def reads_images(self) -> bool:

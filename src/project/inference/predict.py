@@ -1,6 +1,7 @@
 """``predict_onnx.py``: ``predictions.csv`` from an exported model alone, without Lightning."""
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def predict(model_path: str, inputs_path: str, output: str, overwrite: bool = Fa
     if batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {batch_size}")
     target = Path(output)
+    if target.exists() and not target.is_file():
+        raise UserError(f"--output {target} is not a file (a folder or a device): give the path of a CSV file")
     if target.exists() and not overwrite:
         raise UserError(f"{target} exists: give another --output, or --overwrite to replace it")
     if not Path(inputs_path).exists():
@@ -37,8 +40,13 @@ def predict(model_path: str, inputs_path: str, output: str, overwrite: bool = Fa
     for start in range(0, len(names), batch_size):
         rows += model.predict(model.batch(inputs, start, batch_size))
     temporary = target.with_name(f".{target.name}.tmp")  # whole or not at all
-    write_predictions(temporary, names, rows, model.class_names)
-    temporary.replace(target)
+    try:
+        write_predictions(temporary, names, rows, model.class_names)
+        temporary.replace(target)
+    except OSError as error:  # a full disk, a folder that cannot be written to
+        with contextlib.suppress(OSError):  # nothing half-written stays behind
+            temporary.unlink()
+        raise UserError(f"cannot write {target}: {error.strerror or error}; nothing was written") from error
     return target
 
 
