@@ -112,7 +112,9 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
     """
 
     def __init__(self, rooms: Sequence[str] = (), **kwargs: Any) -> None:
-        found = base_config([where.removesuffix(": ") for where, _ in given_configs(kwargs.get("args") or sys.argv[1:]) if where])
+        # What each --config and the options say, read once: for the base config here, for the checks before parsing.
+        self.given_sources = given_configs(kwargs.get("args") or sys.argv[1:])
+        found = base_config([where.removesuffix(": ") for where, _ in self.given_sources if where])
         base = {"default_config_files": [str(found)] if found else []}
         with_subcommands = kwargs.get("run", True)
         kwargs.setdefault("parser_kwargs", {name: dict(base) for name in SUBCOMMANDS} if with_subcommands else base)
@@ -169,7 +171,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         id, ``default_root_dir``). The checkpoint is read here, once, and the parsed config is final."""
         # Read as given (YAML alias bombs refused), then a class of the wrong kind refused in one line,
         # before jsonargparse expands the configs or imports what they name.
-        sources = given_configs(args)
+        sources = self.given_sources  # of these same args
         check_given_configs(sources, self.option_types())
         named = checkpoint_named_in(args)
         if named is not None:  # before its hyperparameters reach the parser, which imports what they name
