@@ -14,6 +14,9 @@ from pathlib import Path
 # the train.py processes that tests start inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Lightning gives its logger a handler on the sys.stderr of the moment it is first imported; imported
+# here, that is pytest's session-long stream, not one test's capsys stream that is closed after it.
+import lightning.pytorch  # noqa: E402, F401
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402

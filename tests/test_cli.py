@@ -498,15 +498,20 @@ def test_a_resumed_fit_and_a_test_read_their_checkpoint_once(tmp_path, monkeypat
     assert reads == [(tmp_path / "runs" / "two_layer_digits" / "version_1" / "checkpoints" / "last.ckpt").resolve()]
 
 
-def test_a_checkpoints_hyperparameters_go_over_the_config_files_and_under_the_command_line(tmp_path, monkeypatch, caplog):
+def test_a_checkpoints_hyperparameters_go_under_the_config_files_and_the_command_line(tmp_path, monkeypatch, caplog):
+    """Command line over configs over checkpoint: the checkpoint's arguments are the parser's defaults,
+    and each argument given otherwise is named."""
     monkeypatch.chdir(tmp_path)
     recipe = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), *QUIET]
-    main(["fit", *recipe, "--trainer.max_epochs=1"])  # label_smoothing 0.0
+    main(["fit", *recipe, "--trainer.max_epochs=1", "--model.net.init_args.hidden=16"])  # label_smoothing 0.0
     last = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints" / "last.ckpt"
     (tmp_path / "smoothing.yaml").write_text("model:\n  init_args:\n    label_smoothing: 0.3\n")
-    main(["test", *recipe, "--config", "smoothing.yaml", f"--ckpt_path={last}"])
-    assert "label_smoothing: 0.0" in (tmp_path / "runs" / "two_layer_digits" / "version_1" / "config.yaml").read_text()
-    main(["test", *recipe, "--config", "smoothing.yaml", f"--ckpt_path={last}", "--model.label_smoothing=0.2"])
+    main(["test", *QUIET, "--config", "smoothing.yaml", f"--ckpt_path={last}"])
+    saved = (tmp_path / "runs" / "two_layer_digits" / "version_1" / "config.yaml").read_text()
+    assert "label_smoothing: 0.3" in saved and "hidden: 16" in saved  # the config's, and the checkpoint's where no config says
+    assert "model.label_smoothing: 0.3 from the configs, not the checkpoint's 0.0" in caplog.text
+    main(["test", *recipe, "--config", "smoothing.yaml", f"--ckpt_path={last}", "--model.label_smoothing=0.2",
+          "--model.net.init_args.hidden=16"])  # the recipe's hidden 128 would go over the checkpoint's
     assert "label_smoothing: 0.2" in (tmp_path / "runs" / "two_layer_digits" / "version_2" / "config.yaml").read_text()
     assert "model.label_smoothing: 0.2 from the command line, not the checkpoint's 0.0" in caplog.text
 

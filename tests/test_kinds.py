@@ -185,10 +185,11 @@ def test_a_checkpoint_names_packages_the_user_trusts_only(trained, tmp_path, cap
     assert "torch.nn.Module" in line
     with pytest.raises(UserError, match=r"trusted_packages=\['conftest'\]"):
         ClassificationModule.load_from_checkpoint(evil)
-    # Trusted, the checkpoint's net is built; its weights are another net's, which is its own one-line refusal.
+    # Trusted, the checkpoint's net is built (no config names another); its weights are another net's,
+    # which is its own one-line refusal.
     for trusting in (["--trusted_packages=[conftest]"], ["--model.net=conftest.FixedWidthNet"]):
         with pytest.raises(SystemExit):
-            main([*test, *trusting])
+            main(["test", f"--ckpt_path={evil}", *QUIET, *trusting])
         assert "different model" in capsys.readouterr().err
     with pytest.raises(UserError, match="different model"):
         ClassificationModule.load_from_checkpoint(evil, trusted_packages=["conftest"])

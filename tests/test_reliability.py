@@ -162,7 +162,7 @@ def test_slurm_requeue_continues_at_the_step_it_stopped_and_a_new_job_starts_afr
 
 
 @pytest.mark.slow
-def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint_and_the_command_line_wins(tmp_path):
+def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint_and_only_continues_its_own_run(tmp_path):
     first = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     checkpoints = tmp_path / "runs" / "two_layer_digits" / "version_0" / "checkpoints"
@@ -174,16 +174,26 @@ def test_resume_auto_passes_over_a_damaged_and_a_weights_only_newest_checkpoint_
     torch.save({k: v for k, v in whole.items() if k in ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops")},
                weights_only)
     os.utime(weights_only, (time.time() + 30, time.time() + 30))
-    resumed = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=2", "--resume=auto", "--model.label_smoothing=0.1", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    output = resumed.stdout + resumed.stderr
+    # Another model setting makes another run: --resume auto starts it afresh and says why.
+    other = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=1", "--resume=auto", "--model.label_smoothing=0.1", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    output = other.stdout + other.stderr
     assert f"Skipping unreadable checkpoint {damaged.relative_to(tmp_path)}" in output
     assert f"Skipping weights-only checkpoint {weights_only.relative_to(tmp_path)}" in output
-    assert "Resuming from runs/two_layer_digits/version_0/checkpoints/" in output
-    assert last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_1")["epoch"] == 1
-    # The command line wins over the checkpoint's hyperparameters, on --resume auto as on --ckpt_path ...
-    assert "model.label_smoothing: 0.1 from the command line, not the checkpoint's 0.0" in output
-    assert "label_smoothing: 0.1" in (tmp_path / "runs" / "two_layer_digits" / "version_1" / "config.yaml").read_text()
+    assert ("Not resuming from runs/two_layer_digits/version_0/checkpoints/last.ckpt: it was trained with other settings "
+            "(model.label_smoothing 0.1 here, 0.0 there); starting afresh") in output
+    assert last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_1")["epoch"] == 0
+    # The same settings (and a longer run) continue it.
+    resumed = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=2", "--resume=auto", "--model.label_smoothing=0.1", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from runs/two_layer_digits/version_1/checkpoints/" in resumed.stdout + resumed.stderr
+    assert last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_2")["epoch"] == 1
+    # --ckpt_path continues the checkpoint it names, with the command line over its settings ...
+    smoothed = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=2", f"--ckpt_path={checkpoints / 'last.ckpt'}",
+                        "--model.label_smoothing=0.2", cwd=tmp_path)
+    assert smoothed.returncode == 0, smoothed.stderr
+    assert "model.label_smoothing: 0.2 from the command line, not the checkpoint's 0.0" in smoothed.stdout + smoothed.stderr
+    assert "label_smoothing: 0.2" in (tmp_path / "runs" / "two_layer_digits" / "version_3" / "config.yaml").read_text()
     # ... except where fit would continue the checkpoint's optimizer state regardless: refused.
     other_lr = train_py("fit", *TWO_LAYER, "--trainer.max_epochs=3", f"--ckpt_path={checkpoints / 'last.ckpt'}",
                         "--model.optimizer.lr=0.5", cwd=tmp_path)

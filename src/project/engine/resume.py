@@ -20,6 +20,7 @@ curve, and the earlier folder is left as it was.
 import csv
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,14 +141,20 @@ def read_named_checkpoint(ckpt_path: str) -> Checkpoint | None:
     return Checkpoint(Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
 
 
-def find_checkpoint(config: Any, subcommand: str) -> Checkpoint | None:
+def find_checkpoint(config: Any, subcommand: str, refusal: Callable[[Checkpoint], str | None]) -> Checkpoint | None:
     """The checkpoint ``config`` names (``ckpt_path``), or for ``fit --resume auto`` the newest
-    readable one; a missing or damaged file is refused with one line. Under SLURM without a
-    checkpoint, other jobs' Lightning requeue files are set aside first."""
+    readable one, if ``refusal`` finds nothing against it (another run's settings); a missing or
+    damaged named file is refused with one line. Under SLURM without a checkpoint, other jobs'
+    Lightning requeue files are set aside first."""
     ckpt_path = config.get("ckpt_path")
     found = None
     if ckpt_path is None and subcommand == "fit" and config.get("resume") == "auto":
         found = newest_checkpoint(config["trainer"])
+        if found is not None and (reason := refusal(found)) is not None:
+            rank_zero_info(f"Not resuming from {found.path}: {reason}; starting afresh (--ckpt_path continues it regardless)")
+            found = None
+        elif found is not None:
+            rank_zero_info(f"Resuming from {found.path}")
     elif ckpt_path is not None:
         found = read_named_checkpoint(ckpt_path)
     if found is None and ckpt_path is None and slurm_job_id() is not None:
@@ -191,7 +198,6 @@ def newest_checkpoint(trainer_config: Any) -> Checkpoint | None:
             by = f"SLURM job {writer}" if writer else "a run outside SLURM"
             rank_zero_info(f"Skipping checkpoint {path}: written by {by}, not by this job ({job}); --ckpt_path continues it")
             continue
-        rank_zero_info(f"Resuming from {path}")
         return checkpoint
     rank_zero_info(f"No checkpoint under {root} to resume from: starting afresh")
     return None

@@ -111,18 +111,17 @@ def child_options(node: dict[str, Any], key: str) -> dict[str, Any]:
     return child if isinstance(child, dict) else {}
 
 
-# -- the run's context, under the command line ----------------------------------------------------
+# -- a checkpoint's arguments, and the run's context ---------------------------------------------
 
 
-def checkpoint_named_in(args: list[str]) -> Checkpoint | None:
-    """The checkpoint file that ``--ckpt_path`` names on the command line (the last one given),
-    read once, before the command line is parsed; None when there is none."""
+def checkpoint_named_in(sources: list[tuple[str, dict[str, Any]]]) -> Checkpoint | None:
+    """The checkpoint file ``ckpt_path`` names in the configs and options given (``given_configs``;
+    the last one given wins, as in jsonargparse), read once, before the command line is parsed; None
+    when there is none."""
     named = None
-    for position, arg in enumerate(args):
-        key, has_value, value = arg.partition("=")
-        if key == "--ckpt_path":
-            named = value if has_value else (args[position + 1] if position + 1 < len(args) else None)
-    return read_named_checkpoint(named) if named not in (None, "null", "") else None
+    for _, config in sources:
+        named = config.get("ckpt_path", named)
+    return read_named_checkpoint(str(named)) if named not in (None, "") else None
 
 
 def trusted_in(sources: list[tuple[str, dict[str, Any]]]) -> set[str]:
@@ -146,47 +145,102 @@ def bare_paths(config: Any) -> list[str]:
     return [config] if isinstance(config, str) and IMPORT_PATH.fullmatch(config) else []
 
 
-def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:
-    """``args`` with what the checkpoint saved of its data module as a config before the config
-    files, and of its model after them. So a checkpoint alone is enough to test, predict or export
-    with; the configs given win over its data (test on other data), its model wins over the configs
-    (the weights were trained with it), and the command line wins over both."""
-    start, end = (1 if args and not args[0].startswith("-") else 0), config_files_end(args)
-    saved = {"data": checkpoint.data_hyperparameters, "model": checkpoint.hyperparameters}
-    laid = {key: {key: model_config_of(hparams, "")} for key, hparams in saved.items() if isinstance(hparams.get("_class_path"), str)}
-    under = laid.get("data", {})
-    if isinstance(name := checkpoint.saved_state.get("logger_name"), str):  # results go beside the run's own
-        under["trainer"] = {"logger": {"init_args": {"name": name}}}
-    return [*args[:start], *([f"--config={json.dumps(under)}"] if under else []), *args[start:end],
-            *([f"--config={json.dumps(laid['model'])}"] if "model" in laid else []), *args[end:]]
+def checkpoint_defaults(checkpoint: Checkpoint) -> dict[str, Any]:
+    """What the checkpoint saved of its model and data module, as the parser's defaults: the base
+    config, each ``--config`` and the command line go over them, so a checkpoint alone is enough to
+    test, predict or export with, and anything given says otherwise (``checkpoint_differences``
+    names what did). A module made in Python saved its arguments without its class: the configs
+    must name it."""
+    saved = {"model": checkpoint.hyperparameters, "data": checkpoint.data_hyperparameters}
+    return {key: model_config_of(hparams, "") for key, hparams in saved.items() if isinstance(hparams.get("_class_path"), str)}
 
 
-def run_context(config: Any, subcommand: str | None, checkpoint: Checkpoint | None, laid: bool = False) -> dict[str, Any]:
-    """The options a run takes from its context (see the module's docstring), as a config; the
-    checkpoint's model only if it was not ``laid`` under the command line before parsing already."""
-    context: dict[str, Any] = {}
+def context_settings(config: Any, subcommand: str | None, checkpoint: Checkpoint | None,
+                     sources: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The values a run takes from its context, by key, set on the parsed config (the one step
+    after parsing): the checkpoint ``--resume auto`` found; the run name of the checkpoint tested
+    or continued, where no config or option names one (results go beside the run's own); the W&B
+    run a ``fit`` continues; the logger's folder under ``--trainer.default_root_dir``."""
+    settings: dict[str, Any] = {}
     logger = config["trainer"].get("logger")
-    logger_args: dict[str, Any] = {}
+    if not hasattr(logger, "get"):
+        logger = None
+    logger_args = "trainer.logger.init_args."
     if checkpoint is not None:
         if checkpoint.found_by_resume_auto:
-            context["ckpt_path"] = str(checkpoint.path)
-        if checkpoint.hyperparameters and not (laid and isinstance(checkpoint.hyperparameters.get("_class_path"), str)):
-            context["model"] = model_config_of(checkpoint.hyperparameters, config["model"]["class_path"])
+            settings["ckpt_path"] = str(checkpoint.path)
+        name = checkpoint.saved_state.get("logger_name")
+        if logger is not None and isinstance(name, str) and not any(names_logger(given) for _, given in sources):
+            settings[logger_args + "name"] = name
         run_id = checkpoint.saved_state.get("logger_run_id")
         if subcommand == "fit" and is_wandb(logger) and isinstance(run_id, str) and not logger["init_args"].get("id"):
-            logger_args.update(id=run_id, resume="allow")  # W&B continues the run that wrote the checkpoint
+            settings.update({logger_args + "id": run_id, logger_args + "resume": "allow"})  # W&B continues the run
     root = config["trainer"].get("default_root_dir")
-    if root and hasattr(logger, "get") and (logger.get("init_args") or {}).get("save_dir") == RUNS:
+    if root and logger is not None and (logger.get("init_args") or {}).get("save_dir") == RUNS:
         # Lightning's loggers keep their own save_dir: without this, default_root_dir would only
         # receive SLURM's requeue checkpoints. A save_dir given explicitly is kept.
-        logger_args["save_dir"] = str(root)
-    if logger_args:
-        context["trainer"] = {"logger": {"class_path": logger["class_path"], "init_args": logger_args}}
-    return context
+        settings[logger_args + "save_dir"] = str(root)
+    return settings
+
+
+def names_logger(config: dict[str, Any]) -> bool:
+    """Whether a config (or the options) given names the logger's run (``trainer.logger.init_args.name``)."""
+    logger = (config.get("trainer") or {}).get("logger") if isinstance(config.get("trainer"), dict) else None
+    return isinstance(logger, dict) and ("name" in logger or "name" in (logger.get("init_args") or {}))
 
 
 def is_wandb(logger: Any) -> bool:
     return hasattr(logger, "get") and str(logger.get("class_path", "")).endswith("WandbLogger")
+
+
+def flat_arguments(config: Any, prefix: str) -> dict[str, Any]:
+    """A class's config as ``{dotted option: value}``, as the command line spells it: a class given
+    by ``class_path`` is the option's value, its ``init_args`` its sub-options (``model.optimizer``
+    is ``torch.optim.AdamW``, ``model.optimizer.lr`` 0.003); tuples read as lists."""
+    config = plain(config)
+    if isinstance(config, tuple):
+        config = list(config)
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, Any] = {prefix: config["class_path"]} if "class_path" in config else {}
+    arguments = {key: value for key, value in config.items() if key not in ("class_path", "init_args")}
+    for key, value in {**arguments, **(config.get("init_args") or {})}.items():
+        flat.update(flat_arguments(value, f"{prefix}.{key}"))
+    return flat
+
+
+MAY_CHANGE_ON_RESUME = ("data.loader.num_workers", "data.loader.pin_memory", "data.loader.persistent_workers")
+
+
+def checkpoint_differences(config: Any, checkpoint: Checkpoint, keys: tuple[str, ...] = ("model",)) -> dict[str, tuple[Any, Any]]:
+    """``{option: (value here, the checkpoint's)}`` for each argument of ``keys`` (model, data) that
+    the parsed config sets otherwise than the checkpoint saved. An argument left null here (a net's
+    sizes, which come from the data) and one the checkpoint does not have are not compared."""
+    saved = {"model": checkpoint.hyperparameters, "data": checkpoint.data_hyperparameters}
+    differences = {}
+    for key in keys:
+        if not saved[key]:
+            continue
+        ours = flat_arguments(config[key], key)
+        theirs = flat_arguments(model_config_of(saved[key], ours.get(key, "")), key)
+        differences.update({option: (ours[option], value) for option, value in theirs.items()
+                            if option in ours and ours[option] is not None and ours[option] != value})
+    return differences
+
+
+def resume_refusal(config: Any) -> Any:
+    """For ``--resume auto``: why a checkpoint is not this run's (None when it is): a model or data
+    argument it was trained with differs from this run's config (apart from ``MAY_CHANGE_ON_RESUME``)."""
+
+    def refusal(checkpoint: Checkpoint) -> str | None:
+        differences = {option: values for option, values in checkpoint_differences(config, checkpoint, ("model", "data")).items()
+                       if option not in MAY_CHANGE_ON_RESUME}
+        if not differences:
+            return None
+        shown = "; ".join(f"{option} {brief(ours)} here, {brief(theirs)} there" for option, (ours, theirs) in list(differences.items())[:3])
+        return f"it was trained with other settings ({shown}{'; ...' if len(differences) > 3 else ''})"
+
+    return refusal
 
 
 def config_files_end(args: list[str]) -> int:
@@ -200,29 +254,22 @@ def config_files_end(args: list[str]) -> int:
     return min(end, len(args))
 
 
-def with_context(args: list[str], context: dict[str, Any]) -> list[str]:
-    """``args`` with ``context`` as one more ``--config`` right after the config files."""
-    end = config_files_end(args)
-    return [*args[:end], f"--config={json.dumps(context)}", *args[end:]]
-
-
-def command_line_overrides(under: Any, final: Any, args: list[str], fit: bool) -> list[str]:
-    """A line for each ``--model.*`` option on the command line (after the config files) that
-    differs from what the checkpoint said (``under``: the config with the checkpoint and without
-    those options).
+def checkpoint_override_lines(config: Any, checkpoint: Checkpoint, args: list[str], fit: bool) -> list[str]:
+    """A line for each model argument the configs or the command line set otherwise than the
+    checkpoint ``--ckpt_path`` names saved (the given values win).
 
     ``fit`` continues the checkpoint's optimizer and schedule state, so another optimizer or
-    schedule option there would not take effect (or not load): it is refused."""
-    lines = []
-    for option in model_options(args[config_files_end(args):]):
-        key = full_key(final, option)
-        if key is None or key not in under or under[key] == final[key]:
-            continue
-        ours, theirs = brief(final[key]), brief(under[key])
+    schedule argument would not take effect (or not load): it is refused."""
+    on_command_line, lines = set(model_options(args[config_files_end(args):])), []
+    for option, (ours, theirs) in checkpoint_differences(config, checkpoint).items():
+        given = next((o for o in on_command_line if option == o or option.startswith(o + ".")), None)
         if fit and option.startswith(("model.optimizer", "model.lr_schedule")):
-            raise UserError(f"--{option} {ours} differs from the checkpoint's {theirs}, and fit continues the "
-                            "checkpoint's optimizer and schedule: drop the option, or start a new run")
-        lines.append(f"{option}: {ours} from the command line, not the checkpoint's {theirs}")
+            if given:
+                raise UserError(f"--{option} {brief(ours)} differs from the checkpoint's {brief(theirs)}, and fit continues the "
+                                "checkpoint's optimizer and schedule: drop the option, or start a new run")
+            raise UserError(f"{option} is {brief(ours)} in the configs given but {brief(theirs)} in the checkpoint, and fit "
+                            f"continues the checkpoint's optimizer and schedule: give --{option} {brief(theirs)}, or start a new run")
+        lines.append(f"{option}: {brief(ours)} from the {'command line' if given else 'configs'}, not the checkpoint's {brief(theirs)}")
     return lines
 
 
@@ -246,25 +293,26 @@ def model_classes_named(args: list[str]) -> list[tuple[str, str, list[inspect.Pa
     return named
 
 
-def kept_options(under: Any, final: Any, args: list[str]) -> list[str]:
-    """A line for each class named on the command line over another class that kept options of the
-    one it replaced: jsonargparse keeps the options the two share, so SGD named over the recipe's
-    AdamW keeps its lr and weight_decay. Options given on the command line, and values equal to the
-    new class's own defaults, are not listed."""
+def kept_options(sources: list[tuple[str, dict[str, Any]]], final: Any, args: list[str]) -> list[str]:
+    """A line for each class named on the command line over a class the configs given name, that
+    kept options of the one it replaced: jsonargparse keeps the options the two share, so SGD named
+    over the recipe's AdamW keeps its lr and weight_decay. Options given on the command line, and
+    values equal to the new class's own defaults, are not listed."""
     given, lines = set(model_options(args[config_files_end(args):])), []
+    configured: dict[str, Any] = {}
+    for _, config in sources[:-1]:  # the configs, without the command line's options
+        configured.update({key: value for key, value in flat_arguments(config.get("model"), "model").items() if config.get("model")})
     for option, value, parameters in model_classes_named(args):
-        before, after = full_key(under, option), full_key(final, option)
-        if before is None or after is None:
-            continue
-        old, new = plain(under[before]), plain(final[after])
-        if not isinstance(old, dict) or old.get("class_path") in (None, value) or not isinstance(new, dict):
+        old = configured.get(option)
+        after = full_key(final, option)
+        if not isinstance(old, str) or old == value or after is None or not isinstance(new := plain(final[after]), dict):
             continue
         defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
         kept = {name: v for name, v in (new.get("init_args") or {}).items() if f"{option}.{name}" not in given
-                and (old.get("init_args") or {}).get(name, defaults.get(name)) == v != defaults.get(name)}
+                and configured.get(f"{option}.{name}", defaults.get(name)) == v != defaults.get(name)}
         if kept:
             lines.append(f"--{option} {value} keeps {', '.join(f'{k}={v!r}' for k, v in kept.items())} of "
-                         f"{old['class_path']}, which it replaces (the options they share); give them after it to change them")
+                         f"{old}, which it replaces (the options they share); give them after it to change them")
     return lines
 
 

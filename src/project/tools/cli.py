@@ -22,19 +22,17 @@ from rich.console import Console
 from rich.table import Table
 
 from project.tools.arguments import (
+    checkpoint_defaults,
     checkpoint_named_in,
-    command_line_overrides,
-    config_files_end,
+    checkpoint_override_lines,
+    context_settings,
     denied_import_line,
     given_configs,
     kept_options,
-    model_classes_named,
-    run_context,
+    resume_refusal,
     trusted_in,
     unknown_class_line,
     unknown_option_line,
-    with_checkpoint,
-    with_context,
     wrong_value_line,
 )
 from project.engine.callbacks import LatestBestCheckpoint
@@ -165,38 +163,40 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         parser.set_defaults({"trainer.enable_progress_bar": sys.stdout.isatty()})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
-        """Parse the command line once, with what a checkpoint it names saved of its model and data
-        (``tools.arguments.with_checkpoint``); parse it again only when the run takes more from its
-        context (``tools.arguments.run_context``: the checkpoint ``--resume auto`` found, W&B's run
-        id, ``default_root_dir``). The checkpoint is read here, once, and the parsed config is final."""
+        """Parse the command line once. A checkpoint that ``ckpt_path`` names is read first, once, and
+        what it saved of its model and data become the parser's defaults, under the base config, the
+        configs and the command line (``tools.arguments.checkpoint_defaults``); the one step after
+        parsing sets what the run takes from its context (``tools.arguments.context_settings``: the
+        checkpoint ``--resume auto`` found, the run's name, W&B's run id, ``default_root_dir``)."""
         # Read as given (YAML alias bombs refused), then a class of the wrong kind refused in one line,
         # before jsonargparse expands the configs or imports what they name.
         sources = self.given_sources  # of these same args
         check_given_configs(sources, self.option_types())
-        named = checkpoint_named_in(args)
-        if named is not None:  # before its hyperparameters reach the parser, which imports what they name
+        subcommand = args[0] if args and not args[0].startswith("-") else None
+        named = checkpoint_named_in(sources)
+        if named is not None:  # checked before its hyperparameters reach the parser, which imports what they name
             self.check_checkpoint(named, trusted_in(sources))
-            args = with_checkpoint(args, named)
+            parser.set_defaults({f"{subcommand}.{key}" if subcommand else key: value
+                                 for key, value in checkpoint_defaults(named).items()})
         super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         given = config.as_dict()
         check_kinds(given, self.option_types())
-        checkpoint = self.checkpoint = named or (find_checkpoint(config, subcommand) if subcommand else None)
-        if checkpoint is not None and named is None:
-            self.check_checkpoint(checkpoint, {*config.get("trusted_packages", []), *packages_named(given)})
-        context = run_context(config, subcommand, checkpoint, laid=named is not None)
-        if context:
-            super().parse_arguments(parser, with_context(args, context))
-            config = self.config[subcommand] if subcommand else self.config
-            check_kinds(config.as_dict(), self.option_types())
-        if (checkpoint is not None and (named is not None or "model" in context)) or model_classes_named(args):
-            head = args[: config_files_end(args)]
-            under = parser.parse_args(with_context(head, context) if "model" in context else head)
-            under = under[subcommand] if subcommand else under
-            lines = command_line_overrides(under, config, args, subcommand == "fit") if checkpoint is not None else []
-            for line in [*lines, *kept_options(under, config, args)]:
-                rank_zero_info(line)
+        checkpoint = named
+        if named is None and subcommand:
+            trusted, refusal = {*config.get("trusted_packages", []), *packages_named(given)}, resume_refusal(config)
+
+            def refusal_of_checked(found: Checkpoint) -> str | None:  # a planted checkpoint is refused, not passed over
+                self.check_checkpoint(found, trusted)
+                return refusal(found)
+
+            checkpoint = find_checkpoint(config, subcommand, refusal_of_checked)
+        self.checkpoint = checkpoint
+        for key, value in context_settings(config, subcommand, checkpoint, sources).items():
+            config[key] = value
+        lines = checkpoint_override_lines(config, named, args, subcommand == "fit") if named is not None else []
+        for line in [*lines, *kept_options(sources, config, args)]:
+            rank_zero_info(line)
         root = checkpoint_root(config["trainer"])
         check_folder_can_be_written(root, f"cannot write runs under {root}")
         check_seed(config.get("seed_everything"))
