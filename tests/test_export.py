@@ -323,8 +323,8 @@ def test_bad_exports_get_one_line_and_leave_nothing(workdir, monkeypatch, capsys
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(Path(digits).read_bytes()[:300])
     assert "is not a readable checkpoint" in export_error(["--config", digits_config, "--ckpt_path", str(damaged)], capsys)
-    assert "it was trained with other sizes (classes, inputs) or another net" in export_error(
-        ["--config", image_config, "--ckpt_path", digits], capsys)  # a checkpoint of another model (the config's wins)
+    assert "the data has 2 classes (cat, dog) but model.num_classes is 10" in export_error(
+        ["--config", image_config, "--ckpt_path", digits], capsys)  # a checkpoint of another model
     (tmp_path / "a_file").write_text("")
     assert "cannot write the export to" in export_error(
         ["--config", digits_config, "--ckpt_path", digits, "--output", str(tmp_path / "a_file" / "exports")], capsys)

@@ -5,13 +5,11 @@ import importlib
 import inspect
 import os
 import signal
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from jsonargparse import ArgumentParser
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningCLI
@@ -52,44 +50,6 @@ def test_the_quieted_lines_come_from_the_loggers_that_are_quieted():
 
     assert lightning.fabric.utilities.seed.log.name == internals.SEED_LOGGER
     assert lightning.pytorch.utilities.rank_zero.rank_zero_module.log.name == internals.LOG_LINES_LOGGER
-
-
-class Optimizer:
-    def __init__(self, lr: float = 0.1, momentum: float = 0.0) -> None:
-        pass
-
-
-def test_jsonargparse_still_words_an_unknown_option_as_the_patterns_read_it():
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--model", type=Optimizer)
-    parser.add_argument("--epochs", type=int, default=1)
-    with pytest.raises(Exception) as top_level:
-        parser.parse_args(["--epocs", "2"])
-    assert internals.unknown_option(str(top_level.value)) == "epocs"
-    with pytest.raises(Exception) as nested:
-        parser.parse_args([f"--model={__name__}.Optimizer", "--model.momentun", "0.9"])
-    message = str(nested.value)
-    assert internals.unknown_option(message) == "momentun"
-    assert internals.class_paths_in(message)[-1] == f"{__name__}.Optimizer"
-    assert internals.parser_keys_in(message) == ["model"]
-
-
-def test_jsonargparse_still_words_an_unknown_class_a_wrong_class_and_a_wrong_value_as_the_patterns_read_them():
-    parser = ArgumentParser(exit_on_error=False)  # options as the CLI has them: a class or None
-    parser.add_argument("--optimizer", type=Optimizer | None)
-    parser.add_argument("--net", type=Callable[[int], nn.Module] | None)
-    parser.add_argument("--epochs", type=int | None, default=1)
-
-    def refusal(*args: str) -> str:
-        with pytest.raises(Exception) as refused:
-            parser.parse_args(list(args))
-        return str(refused.value)
-
-    assert internals.unknown_class(refusal(f"--optimizer={__name__}.Optimizr")) == f"{__name__}.Optimizr"
-    assert internals.expected_base(refusal("--optimizer=os.system")) == f"{__name__}.Optimizer"
-    assert internals.wrong_class(refusal("--net=torch.optim.SGD")) == ("torch.optim.SGD", "Module")
-    message = refusal("--epochs=many")
-    assert (internals.given_value(message), internals.expected_types(message)) == ("many", ["int", "NoneType"])
 
 
 def test_lightning_cli_still_lays_checkpoint_hyperparameters_in_the_method_the_mixin_replaces():

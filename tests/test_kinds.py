@@ -222,26 +222,6 @@ def test_the_kind_of_an_option_comes_from_its_type():
     assert Kind((torch.nn.Module,)).describe() == "a subclass of torch.nn.Module"
 
 
-def test_jsonargparse_still_words_a_denied_import_as_the_cli_reads_it():
-    """engine.internals.denied_import reads jsonargparse's wording of its import denylist."""
-    from jsonargparse import ArgumentParser
-
-    from project.engine.internals import denied_import
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--hook", type=Callable_of_int())
-    with pytest.raises(Exception) as refusal:
-        parser.parse_args(["--hook=subprocess.run"])
-    assert denied_import(str(refusal.value)) == ("subprocess.run", "subprocess")
-
-
-def Callable_of_int():  # noqa: N802  (a type, spelt as one)
-    from collections.abc import Callable
-    from typing import Any
-
-    return Callable[[Any], int]
-
-
 def test_check_checkpoint_hyperparameters_imports_nothing_it_does_not_trust(monkeypatch):
     """An untrusted path is refused before it is imported: its module's import would run its code."""
     imported = []

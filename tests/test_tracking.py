@@ -71,7 +71,7 @@ def test_offline_wandb_run_holds_metrics_config_and_pictures_and_resumes_the_sam
     assert "--model.optimizer.init_args.lr=0.04" in resolved["record"]["command"]
 
     resumed = train_py("fit", *RECIPE, *WANDB, "--trainer.max_epochs=3", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                       *QUIET, cwd=tmp_path)
+                       "--model.optimizer.init_args.lr=0.04", *QUIET, cwd=tmp_path)  # the recipe's 0.05 would be refused
     assert resumed.returncode == 0, resumed.stderr
     assert {f.stem for f in wandb_run_files(tmp_path)} == {f"run-{run_id}"}  # the same W&B run, continued
 

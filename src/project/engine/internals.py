@@ -7,9 +7,7 @@ torch, Lightning, torchmetrics, torchvision or jsonargparse is used anywhere els
 - private names: ``BatchNormBase``, ``SkipLightningCheckpointHparams``,
   ``model_config_of``, ``UnrepeatedDistributedSampler``;
 - filters keyed on the text of a message: ``WARNINGS``, ``LOG_LINES``, ``SEED_LOGGER``;
-- patterns over jsonargparse's error wording: ``unknown_option``, ``class_paths_in``, ``parser_keys_in``,
-  ``denied_import``;
-  over torch's exporter wording: ``export_failure`` and ``STACK_TRACE`` (``tests/test_export.py`` pins them and
+- patterns over torch's exporter wording: ``export_failure`` and ``STACK_TRACE`` (``tests/test_export.py`` pins them and
   ``datamodule_state``, where Lightning keeps a data module's state in a checkpoint).
 
 Public behaviour the project relies on that a release could change without notice, the module
@@ -76,9 +74,10 @@ class SkipLightningCheckpointHparams:
 
     Lightning 2.6.6 calls ``LightningCLI._parse_ckpt_path`` right after ``parse_arguments``: it reads
     the checkpoint that ``ckpt_path`` names and lays the checkpoint's hyperparameters over the whole
-    parsed config, the command line included. ``tools.cli`` has read that checkpoint already and laid
-    them under the command line (``tools.arguments``): Lightning's pass would read the file again
-    and undo what the command line said.
+    parsed config, the command line included. ``tools.cli`` has read that checkpoint already and made
+    them the parser's defaults (``tools.arguments.checkpoint_defaults``), under the configs and the
+    command line, as Lightning's open pull request #21455 proposes: Lightning's pass would read the
+    file again and undo what the configs and the command line said.
     """
 
     def _parse_ckpt_path(self) -> None:
@@ -145,100 +144,6 @@ def quiet_known_noise() -> None:
     for noise in WARNINGS:
         warnings.filterwarnings("ignore", message=".*" + re.escape(noise.text))
     logging.getLogger(LOG_LINES_LOGGER).addFilter(is_not_noise)
-
-
-# -- jsonargparse's error wording (4.53.0) ------------------------------------------------------------
-
-UNKNOWN_OPTION = re.compile(r"unrecognized arguments: --([\w.]+)|Option '([\w.]+)' is not accepted")
-
-
-def unknown_option(message: str) -> str | None:
-    """The option a message about an unknown option names, without its dashes."""
-    found = UNKNOWN_OPTION.search(message)
-    return (found.group(1) or found.group(2)) if found else None
-
-
-UNKNOWN_CLASS = re.compile(r"Expected a path but (\S+) either not accessible or invalid"
-                           r"|Problem with given class_path '([\w.]+)':\s*\n\s*(?:module '[\w.]+' has no attribute|No module named)")
-
-
-def unknown_class(message: str) -> str | None:
-    """The class path a message says cannot be imported (a typo in ``--model.net project.nets.LeNte``)."""
-    found = UNKNOWN_CLASS.search(message)
-    return (found.group(1) or found.group(2)) if found else None
-
-
-def innermost_block(message: str) -> str:
-    """The lines under the message's last ``Parser key "..."`` line, indented below it: what was
-    said about the innermost option (the outer lines are about the classes around it)."""
-    lines = message.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("Parser key")]
-    if not starts:
-        return message
-    indent = len(lines[starts[-1]]) - len(lines[starts[-1]].lstrip())
-    block = []
-    for line in lines[starts[-1] + 1:]:
-        if line.strip() and len(line) - len(line.lstrip()) <= indent:
-            break
-        block.append(line)
-    return "\n".join(block)
-
-
-WRONG_CLASS = (  # (the class path given, the base it is not) in jsonargparse's wordings
-    re.compile(r"Expected '([\w.]+)' to be a subclass of <class '([\w.]+)'>"),
-    re.compile(r"Import path ([\w.]+) does not correspond to a subclass of ([\w.]+)"),
-    re.compile(r"Subclasses are disabled for ([\w.]+), thus '([\w.]+)' is not accepted"),
-)
-
-
-def wrong_class(message: str) -> tuple[str, str] | None:
-    """``(class path, expected base)`` when a message refuses an importable class of the wrong kind."""
-    for pattern in WRONG_CLASS[:2]:
-        if found := pattern.search(message):
-            return found.group(1), found.group(2)
-    if found := WRONG_CLASS[2].search(message):
-        return found.group(2), found.group(1)
-    return None
-
-
-def expected_base(message: str) -> str | None:
-    """The class an option takes subclasses of (``Subtypes: [<class 'project.lightning_modules.base.TrainingModule'>``)."""
-    found = re.findall(r"Subtypes: \[(?:[\w.\[\], ]*?)<class '([\w.]+)'>", innermost_block(message))
-    return found[-1] if found else None
-
-
-def given_value(message: str) -> str | None:
-    """The value a message about a wrong type refused."""
-    inner = innermost_block(message)
-    for pattern in (r"Got value: (.*)$", r"^\s*Given value: (?!NestedArg\()(.*)$", r"NestedArg\(key='[^']*', val='(.*)'\)$"):
-        if found := re.search(pattern, inner, re.MULTILINE) or re.search(pattern, message, re.MULTILINE):
-            return found.group(1)
-    return None
-
-
-def expected_types(message: str) -> list[str]:
-    """The type names the message says the innermost option takes, in order, each once."""
-    return list(dict.fromkeys(re.findall(r"Expected a <class '([\w.]+)'>", innermost_block(message))))
-
-
-DENIED_IMPORT = re.compile(r"Importing '([\w.]+)' is not allowed, denied by the '([\w.*]+)' entry")
-
-
-def denied_import(message: str) -> tuple[str, str] | None:
-    """``(import path, denylist entry)`` when jsonargparse refused to import a path a value named
-    (its import denylist, which ``engine.kinds`` enforces)."""
-    found = DENIED_IMPORT.search(message)
-    return (found.group(1), found.group(2)) if found else None
-
-
-def class_paths_in(message: str) -> list[str]:
-    """The classes a message names as ``class_path``, outermost first."""
-    return re.findall(r"class_path[ =]'([\w.]+)'", message)
-
-
-def parser_keys_in(message: str) -> list[str]:
-    """The config keys a message names (``Parser key "model"``), outermost first."""
-    return re.findall(r'Parser key "([\w.]+)"', message)
 
 
 # -- Lightning's checkpoint layout and torch's exporter wording ----------------------------------

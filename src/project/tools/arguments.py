@@ -19,26 +19,16 @@ import difflib
 import importlib
 import importlib.util
 import inspect
-import json
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser
 
 from project.errors import UserError
-from project.engine.internals import (
-    class_paths_in,
-    denied_import,
-    expected_base,
-    expected_types,
-    given_value,
-    model_config_of,
-    parser_keys_in,
-    unknown_class,
-    unknown_option,
-    wrong_class,
-)
+from project.engine.internals import model_config_of
 from project.engine.kinds import imported, packages_named
 from project.engine.paths import RUNS
 from project.engine.preflight import is_file, read_yaml
@@ -159,8 +149,9 @@ def context_settings(config: Any, subcommand: str | None, checkpoint: Checkpoint
                      sources: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """The values a run takes from its context, by key, set on the parsed config (the one step
     after parsing): the checkpoint ``--resume auto`` found; the run name of the checkpoint tested
-    or continued, where no config or option names one (results go beside the run's own); the W&B
-    run a ``fit`` continues; the logger's folder under ``--trainer.default_root_dir``."""
+    or continued, where no config or option names one (results go beside the run's own); the net's
+    sizes it saved, where the config leaves them null (a run's ``config.yaml`` does: they came from
+    the data); the W&B run a ``fit`` continues; the logger's folder under ``--trainer.default_root_dir``."""
     settings: dict[str, Any] = {}
     logger = config["trainer"].get("logger")
     if not hasattr(logger, "get"):
@@ -172,6 +163,10 @@ def context_settings(config: Any, subcommand: str | None, checkpoint: Checkpoint
         name = checkpoint.saved_state.get("logger_name")
         if logger is not None and isinstance(name, str) and not any(names_logger(given) for _, given in sources):
             settings[logger_args + "name"] = name
+        model = config["model"].get("init_args") or {}
+        for size in NET_SIZE_OPTIONS:  # a run's config.yaml says null where the sizes came from the data
+            if size in model and model[size] is None and checkpoint.hyperparameters.get(size) is not None:
+                settings[f"model.init_args.{size}"] = checkpoint.hyperparameters[size]
         run_id = checkpoint.saved_state.get("logger_run_id")
         if subcommand == "fit" and is_wandb(logger) and isinstance(run_id, str) and not logger["init_args"].get("id"):
             settings.update({logger_args + "id": run_id, logger_args + "resume": "allow"})  # W&B continues the run
@@ -338,26 +333,106 @@ def brief(value: Any) -> str:
     return str(value.get("class_path")) if hasattr(value, "get") and value.get("class_path") else str(value)
 
 
-# -- an option jsonargparse does not know -----------------------------------------------------------
+# -- the one-line answer to a refused command line ---------------------------------------------------
+# jsonargparse's refusal is many lines deep. The option it refused is found by parsing again without
+# one given option (or config) at a time; the config that then parses says what the options are.
 
 
 CLASS_HOMES = ("project.nets", "project.lightning_modules", "project.datamodules", "torch.optim", "torch.nn",
                "lightning.pytorch.callbacks", "lightning.pytorch.loggers")  # where a misspelt short class name is looked for
 
 
-def unknown_class_line(message: str) -> str | None:
-    """The one-line answer to jsonargparse's many-line refusal of a class path: for one that does
-    not import, the option, the path and the nearest class that exists; for a class or function of
-    the wrong kind, the kind the option takes."""
-    option = ".".join(parser_keys_in(message))
-    if wrong := wrong_class(message):
-        return f"error: --{option}: {wrong[0]} is not a subclass of {wrong[1]}, which this option takes"
-    given = unknown_class(message)
-    if given is None:
+def refusal_line(parser: ArgumentParser, args: list[str], message: str, option_types: dict[str, Any]) -> str | None:
+    """The one-line answer to jsonargparse's refusal (``message``) of ``args``: the option (or the
+    config file) it refused, with the nearest valid option or class, or the types the option takes,
+    or the library's own innermost line. None when no single option or config is to blame."""
+    start = 1 if args and not args[0].startswith("-") else 0
+    groups = option_groups(args[start:])
+    for position in reversed(range(len(groups))):
+        rest = [token for group in groups[:position] + groups[position + 1:] for token in group]
+        parsed = parsed_or_none(parser, [*args[:start], *rest])
+        if parsed is None:
+            continue
+        parsed = parsed[args[0]] if start else parsed
+        key, _, value = groups[position][0].partition("=")
+        value = value if "=" in groups[position][0] else " ".join(groups[position][1:])
+        if key in ("--config", "-c"):
+            return config_refusal_line(value, parsed, message)
+        return option_refusal_line(key[2:].rstrip("+"), value, parsed, message, option_types)
+    return None
+
+
+def option_groups(args: list[str]) -> list[list[str]]:
+    """``args`` as one list per option: ``["--key=value"]`` or ``["--key", "value"]`` (a value is
+    any token that is not an option: ``-5`` is a value)."""
+    groups: list[list[str]] = []
+    for token in args:
+        if token.startswith("--") or (token.startswith("-") and not token[1:2].isdigit() and token[1:2] != "."):
+            groups.append([token])
+        elif groups:
+            groups[-1].append(token)
+        else:
+            groups.append([token])
+    return groups
+
+
+def parsed_or_none(parser: ArgumentParser, args: list[str]) -> Any:
+    """``args`` parsed by ``parser``, or None where it refuses them (said nowhere)."""
+    exit_on_error, parser.exit_on_error = parser.exit_on_error, False
+    try:
+        return parser.parse_args(args)
+    except (Exception, SystemExit):  # noqa: BLE001  (any refusal: only whether it parses matters here)
         return None
-    if imported(given) is not None:  # it exists: of the wrong kind
-        base = expected_base(message)
-        return f"error: --{option}: {given} is not " + (f"a subclass of {base}, which this option takes" if base else "what this option takes")
+    finally:
+        parser.exit_on_error = exit_on_error
+
+
+def known_options(parsed: Any) -> dict[str, Any]:
+    """Every option of a parsed config as the command line spells it (``model.optimizer.lr``), with its value."""
+    return {key: value for key, value in flat_arguments(plain(parsed), "").items()} if parsed is not None else {}
+
+
+def option_refusal_line(option: str, value: str, parsed: Any, message: str, option_types: dict[str, Any]) -> str:
+    option = option.replace(".init_args", "")
+    known = {key.lstrip("."): v for key, v in known_options(parsed).items()}
+    if option not in known and not any(key.startswith(option + ".") for key in known):
+        return unknown_option_line(option, known, message)
+    current = known[option] if option in known else None
+    takes_classes = isinstance(current, str) and IMPORT_PATH.fullmatch(current) or (
+        isinstance(current, list) and any(isinstance(v, dict) and "class_path" in v for v in current))
+    if takes_classes and re.fullmatch(r"[A-Za-z_][\w.]*", value) and imported(value) is None:
+        return no_class_line(option, value)
+    types = takes(option, parsed, option_types)
+    if types:
+        return f"error: --{option}: {value!r} is not a valid value (it takes {types})"
+    return f"error: --{option}: {value!r} is not a valid value: {innermost_line(message)}"
+
+
+def unknown_option_line(option: str, known: dict[str, Any], message: str) -> str:
+    """The nearest option that exists: a sibling of the same class, then one of the same name
+    elsewhere under the same key (``data.loader.batch_size`` for ``data.batch_size``), then any;
+    where nothing is near, what the class takes. Never the option itself; for a net's size, where
+    sizes come from."""
+    parent, _, name = option.rpartition(".")
+    if parent == "model.net" and (name in NET_SIZE_OPTIONS or name in [p.name for p in (class_parameters(str(known.get(parent))) or [])[:2]]):
+        return (f"error: --{option}: a net's number of outputs and input shape come from the data (and from a checkpoint): "
+                "leave the option out")
+    siblings = {key.rpartition(".")[2]: key for key in known if key.rpartition(".")[0] == parent and key != option}
+    same_top = {key: key.rpartition(".")[2] for key in known if key.split(".")[0] == option.split(".")[0] and key != option}
+    meant = next(iter(difflib.get_close_matches(name, list(siblings), n=1)), None)
+    meant = siblings[meant] if meant else None
+    if meant is None:
+        near = [key for key, last in same_top.items() if difflib.get_close_matches(name, [last], n=1, cutoff=0.8)]
+        meant = next(iter(difflib.get_close_matches(option, near, n=1, cutoff=0)), None)
+    if meant is None and siblings and isinstance(known.get(parent), str):  # an argument of a class: what the class takes
+        return f"error: unknown option --{option}: {known[parent]} takes {', '.join(sorted(siblings))}"
+    if meant is None:
+        meant = next(iter(difflib.get_close_matches(option, [key for key in known if key != option], n=1)), None)
+    return f"error: unknown option --{option}: did you mean --{meant}?" if meant else f"error: unknown option --{option}: {innermost_line(message)}"
+
+
+def no_class_line(option: str, given: str) -> str:
+    """For a class path that does not import: the nearest class that exists."""
     module_name, _, name = given.rpartition(".")
     homes = [module_name] if module_name else list(CLASS_HOMES)
     candidates: dict[str, str] = {}
@@ -371,51 +446,73 @@ def unknown_class_line(message: str) -> str | None:
     return f"error: --{option}: no class {given}" + (f"; did you mean {candidates[match[0]]}?" if match else "")
 
 
-def denied_import_line(message: str) -> str | None:
-    """The one-line answer to jsonargparse's refusal to import what a value names (``engine.kinds``
-    enforces its import denylist): the option, the path and the entry that denies it."""
-    denied = denied_import(message)
-    if denied is None:
-        return None
-    return (f"error: --{'.'.join(parser_keys_in(message))}: {denied[0]} may not be named in a config or on the command line "
-            f"(nothing under {denied[1]} may: jsonargparse's import denylist)")
+def config_refusal_line(config: str, parsed: Any, message: str) -> str:
+    """For a config refused as a whole: an option in it that does not exist, with the nearest one;
+    else the library's own innermost line."""
+    known = {key.lstrip("."): v for key, v in known_options(parsed).items()}
+    try:
+        text = Path(config).read_text(errors="replace") if is_file(config) else config
+        given = flat_arguments(read_yaml(text, config), "")
+    except (OSError, UserError):
+        given = {}
+    for option in (key.lstrip(".").replace(".init_args", "") for key in given):
+        if option and option not in known and not any(key.startswith(option + ".") for key in known):
+            return unknown_option_line(option, known, message).replace("error: ", f"error: --config {config}: ", 1)
+    said = " ".join(message.split())  # the library's own words about the file (a YAML error and where), on one line
+    return f"error: --config {config}: {said[:400]}{' ...' if len(said) > 400 else ''}"
 
 
-def wrong_value_line(message: str) -> str | None:
-    """The one-line answer to jsonargparse's refusal of a value of the wrong type
-    (``--trainer.max_epochs many``): the option, the value and the types it takes."""
-    value, types = given_value(message), expected_types(message)
-    if value is None or not types:
-        return None
-    names = [{"NoneType": "null", "str": "text"}.get(name, name) for name in types]
-    return f"error: --{'.'.join(parser_keys_in(message))}: {value!r} is not a valid value (it takes {' or '.join(names)})"
+def innermost_line(message: str) -> str:
+    """The library's own words at the deepest level of its message (the most indented line, the first
+    of them): what it said about the innermost value, without the outer lines about the classes around it."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if not lines:
+        return message.strip()
+    depth = max(len(line) - len(line.lstrip()) for line in lines)
+    line = next(line for line in lines if len(line) - len(line.lstrip()) == depth).strip().removeprefix("- ")
+    return line[:300] + " ..." if len(line) > 300 else line
 
 
-def unknown_option_line(message: str, parser: ArgumentParser) -> str | None:
-    """The one-line answer to jsonargparse's ``message`` about an unknown option: the nearest valid
-    option, or for a net's size that sizes come from the data; None when the message is about
-    something else, or nothing valid is near. Never suggests the option it was given."""
-    typo = unknown_option(message)
-    if typo is None:
-        return None
-    classes = class_paths_in(message)
-    if classes:  # inside a class given by class_path: its own arguments are the candidates
-        prefix = ".".join(parser_keys_in(message)) + "."
-        parameters = class_parameters(classes[-1])
-        if parameters is None:
+def takes(option: str, parsed: Any, option_types: dict[str, Any]) -> str | None:
+    """What ``option`` takes, read from the annotation of the argument it sets (``int or null``);
+    None where no annotation says."""
+    top, *parts = option.split(".")
+    node, owner, annotation = plain(parsed).get(top), option_types.get(top), None
+    for part in parts:
+        arguments = node if isinstance(node, dict) else {}
+        if arguments.get("class_path"):
+            owner, arguments = imported(str(arguments["class_path"])), arguments.get("init_args") or {}
+        annotation = argument_annotation(owner, part)
+        if annotation is None:
             return None
-        head, _, rest = typo.partition(".")
-        if prefix.startswith("model.net.") and (head in NET_SIZE_OPTIONS or head in [p.name for p in parameters[:2]]):
-            return (f"error: --{prefix}{typo}: a net's number of outputs and input shape come from the data "
-                    "(and from a checkpoint): leave the option out")
-        candidates = [p.name for p in parameters[2 if prefix.startswith("model.net.") else 0:] if p.name not in (head, "params")]
-        match = difflib.get_close_matches(head, candidates, n=1)
-        given, meant = prefix + typo, f"{prefix}{match[0]}{'.' + rest if rest else ''}" if match else None
-        if meant is None:  # nothing near: what the class does take
-            return (f"error: unknown option --{given}: {classes[-1]} takes "
-                    + (", ".join(candidates) if candidates else "no options"))
-    else:
-        known = [key for key in parser.get_defaults().keys() if not key.startswith(("config", "__")) and key != typo]
-        match = difflib.get_close_matches(typo, known, n=1)
-        given, meant = typo, match[0] if match else None
-    return f"error: unknown option --{given}: did you mean --{meant}?" if meant else None
+        owner, node = annotation, arguments.get(part)
+    return type_words(annotation) if annotation is not None else None
+
+
+def argument_annotation(owner: Any, name: str) -> Any:
+    """The annotation of argument ``name`` of class ``owner`` (its own or a base's ``__init__``, or a dataclass field)."""
+    if typing.get_origin(owner) in (typing.Union, types.UnionType):  # LoaderOptions | None: the class in it
+        owner = next((a for a in typing.get_args(owner) if inspect.isclass(a)), None)
+    if not inspect.isclass(owner):
+        return None
+    for cls in owner.__mro__:
+        try:
+            hints = typing.get_type_hints(cls.__init__) if "__init__" in vars(cls) else {}
+        except Exception:  # noqa: BLE001  (an annotation that does not evaluate: read the raw one)
+            hints = {n: p.annotation for n, p in inspect.signature(cls).parameters.items() if p.annotation is not p.empty}
+        if name in hints:
+            return hints[name]
+    return None
+
+
+def type_words(annotation: Any) -> str:
+    """A type as a user reads it: ``int | None`` as ``int or null``, ``Literal['a', 'b']`` as ``'a' or 'b'``."""
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(type_words(a) for a in typing.get_args(annotation)))
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(annotation))
+    if annotation is str:
+        return "text"
+    return getattr(annotation, "__name__", None) if typing.get_origin(annotation) is None else str(annotation).replace("typing.", "")

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -26,14 +27,11 @@ from project.tools.arguments import (
     checkpoint_named_in,
     checkpoint_override_lines,
     context_settings,
-    denied_import_line,
     given_configs,
     kept_options,
+    refusal_line,
     resume_refusal,
     trusted_in,
-    unknown_class_line,
-    unknown_option_line,
-    wrong_value_line,
 )
 from project.engine.callbacks import LatestBestCheckpoint
 from project.engine.callbacks.averaging import AveragedWeights
@@ -67,20 +65,36 @@ def import_rooms(rooms: Sequence[str]) -> None:
             importlib.import_module(module.name)
 
 
+class Refused(Exception):
+    """jsonargparse refused the command line (``ProjectArgumentParser.error``): its message, and the
+    exception behind it. Answered by ``ProjectCLI.parse_arguments`` once the parse has unwound."""
+
+    def __init__(self, message: str, cause: Exception | None) -> None:
+        super().__init__(message)
+        self.message, self.cause = message, cause
+
+
 class ProjectArgumentParser(LightningArgumentParser):
-    """Prints a config error as one ``error:`` line: our own message when one of our classes refused a
-    value, else jsonargparse's, without the usage text."""
+    """Raises ``Refused`` where jsonargparse would print its message and exit, so that the CLI can
+    answer it in one line (``exit_refused``)."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
-        ours = find_user_error(ex)
-        line = None if ours else (denied_import_line(message) or unknown_option_line(message, self)
-                                 or unknown_class_line(message) or wrong_value_line(message))
-        # A value of thousands of characters (a long list from a config) is cut to its start.
-        message = "\n".join(text[:400] + " ..." if len(text) > 400 else text for text in message.strip().splitlines())
-        print(line or f"error: {ours or message}\n(see: python train.py <subcommand> --help)", file=sys.stderr)
-        sys.exit(2)
+        raise Refused(message, ex)
+
+
+def exit_refused(refused: Refused, parser: ArgumentParser, args: list[str], option_types: dict[str, Any]) -> NoReturn:
+    """One ``error:`` line and exit status 2: our own message when one of our classes refused a
+    value, else the option or config jsonargparse refused (``tools.arguments.refusal_line``), else
+    its message, cut to its start where a value runs to thousands of characters."""
+    ours = find_user_error(refused.cause)
+    line = f"error: {ours}" if ours else refusal_line(parser, args, refused.message, option_types)
+    if line is None:
+        message = "\n".join(text[:400] + " ..." if len(text) > 400 else text for text in refused.message.strip().splitlines())
+        line = f"error: {message}\n(see: python train.py <subcommand> --help)"
+    print(line, file=sys.stderr)
+    sys.exit(2)
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -178,7 +192,10 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
             self.check_checkpoint(named, trusted_in(sources))
             parser.set_defaults({f"{subcommand}.{key}" if subcommand else key: value
                                  for key, value in checkpoint_defaults(named).items()})
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except Refused as refused:  # answered here, with no parse under way: the answer parses again
+            exit_refused(refused, parser, args, self.option_types())
         config = self.config[subcommand] if subcommand else self.config
         given = config.as_dict()
         check_kinds(given, self.option_types())
