@@ -223,6 +223,8 @@ BAD_INPUTS = {
     "a misspelt class path": (lambda t: ["--model.net=project.nets.LeNte"], "--model.net: no class project.nets.LeNte; did you mean project.nets.LeNet?"),
     "a logger version that leaves the runs folder": (
         lambda t: ["--trainer.logger.init_args.version=../../../x"], "trainer.logger.init_args.version is '../../../x'"),
+    "a logger version an earlier run wrote": (
+        lambda t: ["--trainer.logger.init_args.version=version_0"], "lenet_imagefolder/version_0 exists: another run wrote there"),
     "a per-device batch beside the recipe's global one": (
         lambda t: ["--data.loader.batch_size=4"], """for a fixed per-device batch use --data.loader '{"global_batch_size": null, "batch_size": 4}'"""),
 }
@@ -558,3 +560,29 @@ def test_nan_in_new_rows_to_predict_is_refused_with_the_rows_named(tmp_path, mon
     assert sorted(p.name for p in (tmp_path / "runs" / "two_layer_digits").iterdir()) == ["version_0"]
 
 
+
+
+def test_a_named_version_is_one_runs_alone_and_a_continued_run_writes_beside_it(tmp_path, monkeypatch, capsys):
+    """A run never overwrites a run: a second fit with the same --trainer.logger.init_args.version is
+    refused before it writes anything; continuing that run writes into the next free name beside it."""
+    from project.engine.loggers import claim_named_folder
+    from project.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    recipe = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.logger.init_args.version=mine", *QUIET]
+    main(["fit", *recipe, "--trainer.max_epochs=1"])
+    runs = tmp_path / "runs" / "two_layer_digits"
+    first = tree_fingerprint(runs)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *recipe, "--trainer.max_epochs=1"])
+    assert exit_info.value.code == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [
+        f"error: {Path('runs') / 'two_layer_digits' / 'mine'} exists: another run wrote there. Name another "
+        "--trainer.logger.init_args.version, or leave it out for the next version_N; --ckpt_path or --resume auto continue that run"]
+    assert tree_fingerprint(runs) == first
+    main(["fit", *recipe, "--trainer.max_epochs=2", "--resume=auto"])
+    assert tree_fingerprint(runs).items() >= first.items() and (runs / "mine-2" / "checkpoints" / "last.ckpt").is_file()
+    # Two runs that start together: the folder is made with a create that fails if it exists.
+    claim_named_folder(tmp_path / "together" / "v")
+    with pytest.raises(UserError, match="exists: another run wrote there"):
+        claim_named_folder(tmp_path / "together" / "v")

@@ -2,6 +2,7 @@
 checkpoints that survive a kill mid-write, and non-finite losses."""
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -349,3 +350,22 @@ def test_a_signal_during_predict_stops_it_with_128_plus_the_signal_and_no_predic
     assert stopped.value.code == 128 + signal.SIGTERM
     assert sorted(p.name for p in (tmp_path / "runs" / "two_layer_digits").iterdir()) == ["version_0"]
     assert signal.getsignal(signal.SIGINT) is sigint_handler  # put back after the run
+
+
+@pytest.mark.slow
+def test_training_a_one_cycle_run_longer_is_refused_with_a_command_that_starts_from_its_weights(tmp_path):
+    recipe = DIGITS  # one-cycle lr over all steps
+    first = train_py("fit", *recipe, "--trainer.max_epochs=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    runs = tmp_path / "runs" / "lenet_digits"
+    longer = train_py("fit", *recipe, "--trainer.max_epochs=2", "--resume=auto", cwd=tmp_path)
+    assert longer.returncode == 2
+    [line] = [line for line in longer.stderr.splitlines() if line.startswith("error:")]
+    assert "ends at step 20 and this run would take 40" in line and "Traceback" not in longer.stderr
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0"]  # the refused run wrote nothing
+    command = shlex.split(line.split("start a new fit from its weights: ")[1])
+    pasted = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert pasted.returncode == 0, pasted.stderr
+    assert "Starting from the weights of runs/lenet_digits/version_0/checkpoints/last.ckpt" in pasted.stdout + pasted.stderr
+    started = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last_checkpoint(runs / "version_1")["global_step"] == 40 and started["global_step"] == 20

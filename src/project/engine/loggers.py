@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from project.engine.preflight import check_run_folder_name
+from project.errors import UserError
 
 DEFAULT_HOST = "https://api.wandb.ai"
 
@@ -42,7 +43,29 @@ class ClaimsItsVersion:
         version = super().version  # type: ignore[misc]
         if isinstance(version, int) and rank_zero_only.rank == 0:
             version = claim_version_folder(Path(self.root_dir), version)  # type: ignore[attr-defined]
+        elif isinstance(version, str) and rank_zero_only.rank == 0:
+            claim_named_folder(Path(self.root_dir) / version)  # type: ignore[attr-defined]
         return version
+
+
+def claim_named_folder(folder: Path) -> None:
+    """A version named with ``--trainer.logger.init_args.version`` is this run's alone: a folder of
+    that name that exists (an earlier run's, or one started at the same moment) is refused."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        raise UserError(f"{folder} exists: another run wrote there. Name another --trainer.logger.init_args.version, "
+                        "or leave it out for the next version_N; --ckpt_path or --resume auto continue that run") from None
+
+
+def next_free_name(root: Path, version: str) -> str:
+    """``version`` if ``root`` has no folder of that name, else the first free ``version-N``."""
+    name, number = version, 1
+    while (root / name).exists():
+        number += 1
+        name = f"{version}-{number}"
+    return name
 
 
 def claim_version_folder(root: Path, first: int) -> int:

@@ -199,7 +199,7 @@ class TrainingModule(LightningModule):
     def configure_callbacks(self) -> list[Callback]:
         # Exact resume, a clean stop on a scheduler's signal and the set-up checks belong to every
         # run, whatever callbacks the config lists.
-        return [ResumeState(), StopOnSignal(), RunChecks()]
+        return [RunChecks(), ResumeState(), StopOnSignal()]  # the checks first: a refused resume writes nothing
 
     def on_fit_start(self) -> None:
         monitors = monitors_of(self.trainer.callbacks)

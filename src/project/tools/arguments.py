@@ -30,6 +30,7 @@ from jsonargparse import ArgumentParser
 from project.errors import UserError
 from project.engine.internals import model_config_of
 from project.engine.kinds import imported, packages_named
+from project.engine.loggers import next_free_name
 from project.engine.paths import RUNS
 from project.engine.preflight import is_file, read_yaml
 from project.engine.resume import Checkpoint, read_named_checkpoint
@@ -167,6 +168,10 @@ def context_settings(config: Any, subcommand: str | None, checkpoint: Checkpoint
         for size in NET_SIZE_OPTIONS:  # a run's config.yaml says null where the sizes came from the data
             if size in model and model[size] is None and checkpoint.hyperparameters.get(size) is not None:
                 settings[f"model.init_args.{size}"] = checkpoint.hyperparameters[size]
+        version = (logger.get("init_args") or {}).get("version") if logger is not None else None
+        if subcommand == "fit" and isinstance(version, str) and not is_wandb(logger):  # continued beside it, never into it
+            root = Path(logger["init_args"].get("save_dir") or RUNS) / str(settings.get(logger_args + "name") or logger["init_args"].get("name") or "")
+            settings[logger_args + "version"] = next_free_name(root, version)
         run_id = checkpoint.saved_state.get("logger_run_id")
         if subcommand == "fit" and is_wandb(logger) and isinstance(run_id, str) and not logger["init_args"].get("id"):
             settings.update({logger_args + "id": run_id, logger_args + "resume": "allow"})  # W&B continues the run

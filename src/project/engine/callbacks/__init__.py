@@ -4,6 +4,7 @@ from project.engine.callbacks.averaging import EMA, SWA
 from project.engine.callbacks.checkpoint import LatestBestCheckpoint
 from project.engine.callbacks.console import EpochLines, ParameterSummary
 from project.engine.callbacks.curves import TrainingCurves
+from project.engine.callbacks.initial_weights import InitialWeights
 from project.engine.callbacks.non_finite import NonFiniteGradients
 from project.engine.callbacks.predictions import PredictionCSVWriter
 from project.engine.callbacks.pruning import OptunaPruning
@@ -15,4 +16,4 @@ def batch_size(batch: list) -> int:
     return len(batch[0])
 
 
-__all__ = ["EMA", "SWA", "EpochLines", "LatestBestCheckpoint", "NonFiniteGradients", "OptunaPruning", "ParameterSummary", "PredictionCSVWriter", "RunRecord", "TrainingCurves", "batch_size"]
+__all__ = ["EMA", "SWA", "EpochLines", "InitialWeights", "LatestBestCheckpoint", "NonFiniteGradients", "OptunaPruning", "ParameterSummary", "PredictionCSVWriter", "RunRecord", "TrainingCurves", "batch_size"]

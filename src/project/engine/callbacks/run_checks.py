@@ -1,10 +1,16 @@
 """Checks of a run's set-up that no single class can make alone: the callbacks against the data."""
 
+import shlex
+import sys
+from typing import Any
+
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging, WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.engine.data import ProjectDataModule
+from project.engine.paths import train_command
 from project.errors import UserError
 
 
@@ -29,3 +35,32 @@ class RunChecks(Callback):
             trainer.callbacks = [c for c in trainer.callbacks if c not in watching]
             rank_zero_info("no validation split (data.val_fraction is 0): training without validation; early stopping "
                            "and the best checkpoint are off, checkpoints/last.ckpt is written every epoch")
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """A one-cycle schedule continued from a checkpoint spans the steps that checkpoint's run was
+        sized for (``total_steps`` in torch's ``OneCycleLR`` state): a longer run would step past its
+        end (torch's "Tried to step N times"). Refused before anything of the new run is written."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        planned = trainer.estimated_stepping_batches
+        for state in checkpoint.get("lr_schedulers") or []:
+            if isinstance(state.get("total_steps"), int) and state["total_steps"] < planned:
+                command = shlex.join(train_command("fit", [
+                    *without_options(sys.argv[2:], ("--ckpt_path", "--resume")),
+                    "--trainer.callbacks+=project.engine.callbacks.InitialWeights", f"--trainer.callbacks.checkpoint={trainer.ckpt_path}"]))
+                raise UserError(f"the one-cycle lr schedule of {trainer.ckpt_path} ends at step {state['total_steps']} and this "
+                                f"run would take {int(planned)}: a schedule sized by its total steps does not stretch. To train "
+                                f"longer, start a new fit from its weights: {command}")
+
+
+def without_options(args: list[str], options: tuple[str, ...]) -> list[str]:
+    """``args`` without ``options`` and their values (``--ckpt_path X``, ``--resume=auto``)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif not arg.startswith(tuple(f"{option}=" for option in options)):
+            kept.append(arg)
+    return kept
