@@ -45,6 +45,30 @@ class Tripwire:
         Path(os.environ["TRIPWIRE_FILE"]).write_text("instantiated")
 
 
+class NaNEveryThirdCall(nn.Module):
+    """Cross-entropy per sample that is NaN on every third call: NaN steps without NaN data."""
+
+    def __init__(self, reduction: str = "none") -> None:
+        super().__init__()
+        self.calls, self.reduction = 0, reduction
+
+    def forward(self, logits, target):
+        self.calls += 1
+        losses = nn.functional.cross_entropy(logits, target, reduction="none")
+        return losses * float("nan") if self.calls % 3 == 0 else losses
+
+
+class AlwaysNaN(nn.Module):
+    """A loss that is NaN on every call: every step's gradients are NaN."""
+
+    def __init__(self, reduction: str = "none") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logits, target):
+        return nn.functional.cross_entropy(logits, target, reduction="none") * float("nan")
+
+
 class FixedWidthNet(nn.Module):
     """A net that ignores the output count it is given: always ``width`` outputs."""
 

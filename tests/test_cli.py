@@ -137,6 +137,17 @@ def tensor_data(tmp_path: Path, recipe: str, name: str, inputs: torch.Tensor, ta
     return ["--config", str(REPO / "configs" / f"{recipe}.yaml"), f"--data.path={name}"]
 
 
+def nan_rows(tensor: torch.Tensor, rows) -> torch.Tensor:
+    tensor[list(rows)] = float("nan")
+    return tensor
+
+
+def labels_with_one_typo() -> torch.Tensor:
+    targets = torch.arange(40) % 3
+    targets[7] = 30  # meant 0..2: within the sample count, so only the empty classes tell
+    return targets
+
+
 def labels_with_one_far_too_large() -> torch.Tensor:
     targets = torch.arange(40) % 2
     targets[3] = 2_000_000_000
@@ -189,6 +200,16 @@ BAD_INPUTS = {
     "NaN targets in the validation split": (
         lambda t: tensor_data(t, "two_layer_regression", "nan_targets.pt", torch.randn(40, 6), torch.full((40, 2), float("nan"))),
         "the validation split has 4 sample(s) with NaN/inf in inputs or targets"),
+    "NaN inputs in the training split": (
+        lambda t: [*tensor_data(t, "two_layer_regression", "nan_inputs.pt", nan_rows(torch.randn(40, 6), range(0, 40, 5)), torch.randn(40, 2)),
+                   "--data.val_fraction=0", "--data.test_fraction=0"],
+        "the training split has 8 sample(s) with NaN/inf in inputs or targets"),
+    "labels that are all one class": (
+        lambda t: tensor_data(t, "two_layer_table", "all_three.pt", torch.randn(40, 4), torch.full((40,), 3)),
+        "the data has one class (3): a classifier needs at least two"),
+    "one label far above the others": (
+        lambda t: tensor_data(t, "two_layer_table", "typo.pt", torch.randn(40, 4), labels_with_one_typo()),
+        "the largest label, 30, makes 31 classes, but 27 of them have no sample (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ...)"),
     "output folder under a file": (
         lambda t: ["--trainer.logger.init_args.save_dir=images/cat/000.png/runs"],
         "cannot write runs under images/cat/000.png/runs/lenet_imagefolder: images/cat/000.png is a file"),

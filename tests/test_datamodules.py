@@ -398,3 +398,12 @@ def test_class_labels_that_are_words_become_classes_in_sorted_order(tmp_path, he
     assert torch.equal(targets, torch.tensor([(2, 1, 0)[int(x[0]) % 3] for x in inputs]))  # dog -> 2, cat -> 1, bird -> 0
     with pytest.raises(UserError, match="regression targets must be numbers, found text labels such as 'bird'"):
         set_up(TensorDataModule(dataset=None, path=str(tmp_path / "animals.csv"), task="regression"))
+
+
+def test_labels_from_1_name_the_empty_class_0_in_one_warning(tmp_path):
+    targets = torch.arange(60) % 10 + 1  # 1..10: class 0 has no sample
+    torch.save({"x": torch.randn(60, 4), "y": targets}, tmp_path / "from_one.pt")
+    with pytest.warns(UserWarning, match=r"1 of the 11 classes 0\.\.10 have no sample \(0\)") as warned:
+        dm = set_up(TensorDataModule(dataset=None, path=str(tmp_path / "from_one.pt")))
+    assert len([w for w in warned if "have no sample" in str(w.message)]) == 1
+    assert dm.class_names == [str(i) for i in range(11)]

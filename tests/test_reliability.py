@@ -19,6 +19,8 @@ from project.errors import UserError
 
 DIGITS = ["--config", str(REPO / "configs" / "lenet_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
 TWO_LAYER = ["--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.accelerator=cpu", *QUIET]
+NAN_EVERY_THIRD = '--model.loss={"class_path": "conftest.NaNEveryThirdCall"}'
+ALWAYS_NAN = '--model.loss={"class_path": "conftest.AlwaysNaN"}'
 
 
 def last_checkpoint(run: Path) -> dict:
@@ -271,21 +273,44 @@ def nan_rows_file(tmp_path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_nan_loss_stops_with_the_step_named_or_is_skipped_by_option(tmp_path):
-    recipe = [*TWO_LAYER, "--trainer.max_epochs=2", "--data.dataset=null", f"--data.path={nan_rows_file(tmp_path)}",
-              "--data.standardize=false",
-              "--data.skip_non_finite=true"]  # NaN rows that fall into validation or test are left out there
-    stopped = train_py("fit", *recipe, cwd=tmp_path / "stop")
+def test_a_nan_loss_stops_with_the_step_named_or_is_skipped_by_option_and_a_run_that_skips_every_step_fails(tmp_path):
+    recipe = [*TWO_LAYER, "--trainer.max_epochs=2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}  # conftest's NaN losses: NaN steps from clean data
+    stopped = train_py("fit", *recipe, NAN_EVERY_THIRD, cwd=tmp_path / "stop", env=env)
     assert stopped.returncode == 2
     [line] = [l for l in stopped.stderr.splitlines() if l.startswith("error:")]
     assert "the loss or its gradients are NaN/inf at step" in line and "action: skip" in line
 
-    skipped = train_py("fit", *recipe, "--trainer.callbacks.init_args.action=skip", cwd=tmp_path / "skip")
+    skip = "--trainer.callbacks.init_args.action=skip"
+    skipped = train_py("fit", *recipe, NAN_EVERY_THIRD, skip, cwd=tmp_path / "skip", env=env)
     assert skipped.returncode == 0, skipped.stderr
     final = last_checkpoint(tmp_path / "skip" / "runs" / "two_layer_digits" / "version_0")
     assert all(torch.isfinite(t).all() for t in final["state_dict"].values())
     skips = [l for l in (skipped.stdout + skipped.stderr).splitlines() if l.startswith("skipped the update at step")]
-    assert 1 <= len(skips) <= 6  # 3 NaN rows, in at most 3 batches an epoch
+    assert len(skips) >= 2
+
+    nothing = train_py("fit", *recipe, ALWAYS_NAN, skip, cwd=tmp_path / "nothing", env=env)
+    assert nothing.returncode == 2
+    assert [l for l in nothing.stderr.splitlines() if l.startswith("error:")] == [
+        "error: every one of the 40 steps of epoch 0 had NaN/inf gradients and was skipped: nothing trained. Check the data "
+        "for NaN/inf (data.skip_non_finite leaves such samples out) and lower the learning rate"]
+    assert "Best checkpoint" not in nothing.stdout + nothing.stderr
+
+
+@pytest.mark.slow
+def test_skip_non_finite_leaves_nan_rows_out_of_every_split_and_out_of_the_statistics(tmp_path):
+    recipe = [*TWO_LAYER, "--trainer.max_epochs=3", "--data.dataset=null", f"--data.path={nan_rows_file(tmp_path)}",
+              "--data.standardize=true", "--data.skip_non_finite=true"]
+    fitted = train_py("fit", *recipe, cwd=tmp_path)
+    assert fitted.returncode == 0, fitted.stderr
+    assert "left out 3" not in fitted.stderr  # each split says its own count
+    assert "sample(s) with NaN/inf in inputs or targets (data.skip_non_finite)" in fitted.stdout + fitted.stderr
+    final = last_checkpoint(tmp_path / "runs" / "two_layer_digits" / "version_0")
+    state = final["TensorDataModule"]
+    assert torch.isfinite(state["mean"]).all() and torch.isfinite(state["std"]).all()
+    val_acc = [float(row["val/acc"]) for row in read_csv(tmp_path / "runs" / "two_layer_digits" / "version_0" / "metrics.csv")
+               if row.get("val/acc")]
+    assert val_acc[-1] > 0.8  # far above chance (0.1): the inputs are finite
 
 
 def test_a_checkpoint_on_a_full_disk_is_one_line_and_a_written_one_is_as_readable_as_other_files(tmp_path, monkeypatch):

@@ -83,6 +83,26 @@ def standardization(train_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return mean, torch.where(constant, torch.ones_like(std), std)
 
 
+def check_class_indices(targets: torch.Tensor) -> None:
+    """Class indices say the class count (the largest + 1): one class present is refused; classes
+    0..K-1 without a sample are named in one warning (labels 1..K leave class 0 empty), and refused
+    where they outnumber the classes present (a typo such as 1000 among 0..9)."""
+    present = targets.unique().tolist()
+    if len(present) == 1:
+        raise UserError(f"the data has one class ({present[0]}): a classifier needs at least two; "
+                        "check the label column (data.num_target_columns)")
+    count = int(targets.max()) + 1
+    empty = sorted(set(range(count)) - set(present))
+    if not empty:
+        return
+    listed = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+    if len(empty) > len(present):
+        raise UserError(f"class targets must be indices 0..K-1: the largest label, {count - 1}, makes {count} classes, but "
+                        f"{len(empty)} of them have no sample ({listed}): a wrong label? number the classes from 0")
+    rank_zero_warn(f"{len(empty)} of the {count} classes 0..{count - 1} have no sample ({listed}): the net still gets an "
+                   "output for each; number the classes from 0 without gaps to leave them out")
+
+
 def finite_samples(*tensors: torch.Tensor) -> torch.Tensor:
     """Per sample, whether every value of it in ``tensors`` (inputs, and floating-point targets) is finite."""
     finite = torch.ones(len(tensors[0]), dtype=torch.bool)
@@ -113,7 +133,7 @@ class TensorDataModule(ProjectDataModule):
         expand_affine: the rotation, shift and zoom of those copies.
         val_fraction / test_fraction / split_seed: the split; the seed is separate from the
             training seed so that every training seed is tested on the same samples.
-        skip_non_finite: leave out validation and test samples whose inputs or targets hold NaN/inf
+        skip_non_finite: leave out training, validation and test samples whose inputs or targets hold NaN/inf
             (the count is printed) instead of stopping with a message naming the split.
         fast_batches: cut each train/val/test batch from pre-stacked tensors with one
             ``index_select`` (``StackedTensors``): the same batches, without per-sample indexing and
@@ -189,6 +209,8 @@ class TensorDataModule(ProjectDataModule):
                 raise UserError(
                     f"class targets must be indices 0..K-1, but the largest is {int(targets.max())} for "
                     f"{len(targets)} samples ({len(targets.unique())} distinct labels): number the classes from 0")
+            if targets.ndim == 1 and names is None:
+                check_class_indices(targets)
             self.class_names = names or [str(i) for i in range(int(targets.max()) + 1 if targets.ndim == 1 else targets.shape[1])]
         else:
             targets = targets.float().reshape(len(targets), -1)
@@ -232,6 +254,7 @@ class TensorDataModule(ProjectDataModule):
         splits = random_split(full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator)
         self.train_set, self.val_set, self.test_set = (TensorSplit(full, split.indices) for split in splits)
         self.val_set, self.test_set = self.finite_only(self.val_set, "validation"), self.finite_only(self.test_set, "test")
+        self.train_set = self.finite_only(self.train_set, "training")  # before the statistics are taken from it
         self.raw_train_rows = self.train_set  # rows of the file, before any expansion: an int8 export calibrates on them
         if self.expand_train_to is not None:
             self.train_set = self._expanded(self.train_set, self.expand_train_to)
@@ -243,8 +266,8 @@ class TensorDataModule(ProjectDataModule):
     def finite_only(self, split: TensorSplit, name: str) -> TensorSplit:
         """``split``, checked for samples whose inputs or targets hold NaN/inf: they would turn the
         split's loss into NaN (early stopping and the best checkpoint then judge nothing) or drop out
-        of its accuracy unseen. Refused with one line, or left out with ``skip_non_finite``.
-        (Training batches are checked step by step by the ``NonFiniteGradients`` callback.)"""
+        of its accuracy unseen, and training ones would make ``standardize``'s statistics NaN. Refused
+        with one line, or left out with ``skip_non_finite``."""
         if len(split) == 0:
             return split
         finite = finite_samples(*split.tensors)
