@@ -214,8 +214,9 @@ MAY_CHANGE_ON_RESUME = ("data.loader.num_workers", "data.loader.pin_memory", "da
 
 def checkpoint_differences(config: Any, checkpoint: Checkpoint, keys: tuple[str, ...] = ("model",)) -> dict[str, tuple[Any, Any]]:
     """``{option: (value here, the checkpoint's)}`` for each argument of ``keys`` (model, data) that
-    the parsed config sets otherwise than the checkpoint saved. An argument left null here (a net's
-    sizes, which come from the data) and one the checkpoint does not have are not compared."""
+    the parsed config sets otherwise than the checkpoint saved. An argument null on either side is
+    not compared: a net's sizes are null in a config (they come from the data), and a fine-tuned
+    net's checkpoint drops where its pretrained weights came from (it holds the trained ones)."""
     saved = {"model": checkpoint.hyperparameters, "data": checkpoint.data_hyperparameters}
     differences = {}
     for key in keys:
@@ -224,7 +225,7 @@ def checkpoint_differences(config: Any, checkpoint: Checkpoint, keys: tuple[str,
         ours = flat_arguments(config[key], key)
         theirs = flat_arguments(model_config_of(saved[key], ours.get(key, "")), key)
         differences.update({option: (ours[option], value) for option, value in theirs.items()
-                            if option in ours and ours[option] is not None and ours[option] != value})
+                            if option in ours and None not in (ours[option], value) and ours[option] != value})
     return differences
 
 
