@@ -180,3 +180,43 @@ def test_trials_that_fail_are_named_with_their_error_and_three_in_a_row_stop_the
     assert [line.split()[:3] for line in failed] == [["trial", str(n), "failed"] for n in range(3)]
     assert all("Invalid learning rate: -1.0" in line and "output.log" in line for line in failed)
     assert result.stderr.strip().splitlines()[-1].startswith("error: the search stopped after 3 failed trials in a row")
+
+
+@pytest.mark.slow
+def test_a_search_killed_with_sigkill_leaves_no_trial_training_and_its_rerun_runs_that_trial_again(tmp_path):
+    write_space(tmp_path, f"{LR}: {{low: 1e-4, high: 1e-2, log: true}}\n")
+    folder = tmp_path / "runs" / "search" / "space"
+    storage = f"sqlite:///{folder / 'study.db'}"
+    longer = [*SEARCH[:-len(RECIPE)], *RECIPE, "--trainer.max_epochs=40", "--trials", "1"]
+    search = subprocess.Popen(longer, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(folder / "trial_0" / "lenet_digits" / "version_0" / "record.json", search)  # trial 0 is training
+    search.kill()
+    search.wait(timeout=60)
+    deadline = time.monotonic() + 120  # the trial saw SIGTERM when its parent died: it saves and stops
+    while trial_processes(folder / "trial_0") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not trial_processes(folder / "trial_0"), "the killed search's trial is still training"
+    [left] = optuna.load_study(study_name="space", storage=storage).trials
+    assert left.state == TrialState.RUNNING  # nobody could tell the study
+
+    rerun = subprocess.run([*SEARCH[:-len(RECIPE)], *RECIPE, "--trials", "1"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "trial 0 was left running by search process" in rerun.stdout
+    trials = optuna.load_study(study_name="space", storage=storage).trials
+    assert trials[0].state == TrialState.FAIL
+    [again] = [t for t in trials if t.user_attrs.get("retry_of") == 0]
+    assert again.state == TrialState.COMPLETE and again.params == left.params
+
+
+def trial_processes(home: Path) -> list[str]:
+    """The command lines of processes that train in ``home`` (a trial's folder)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"--trainer.default_root_dir={home}" in text:
+            found.append(text)
+    return found

@@ -6,11 +6,13 @@ A run is a separate process so that it is exactly the command a user can paste, 
 bad setting ends only that run, and a run may itself use several devices (DDP).
 """
 
+import ctypes
 import json
 import os
 import queue
 import shlex
 import signal
+import sys
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,7 +118,8 @@ class Runs:
         with log.open("w") as output:
             output.write(shlex.join(command) + "\n\n")
             output.flush()
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                       preexec_fn=stop_when_parent_dies if sys.platform == "linux" else None)
         self.running.add(process)
         if self.stop_signal is not None:  # the signal came while it started
             process.send_signal(signal.SIGTERM)
@@ -127,6 +130,16 @@ class Runs:
         if self.stop_signal is not None:
             raise Stopped(self.stop_signal)
         return code
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def stop_when_parent_dies() -> None:
+    """In a run just forked, before it starts (Linux): SIGTERM when the program that started it dies,
+    also by SIGKILL, which it cannot pass on. In its own session, the run would otherwise go on
+    training with nobody waiting for it; SIGTERM makes it save a checkpoint and stop."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def last_error(log: Path) -> str:

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import shlex
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -133,12 +134,27 @@ class Search:
         if study.direction.name.lower() != self.direction:
             raise UserError(f"study {self.options.study!r} in {self.storage} was made to {study.direction.name.lower()} "
                             f"its metric, but {self.monitor} is to {self.direction}: choose another --study")
+        self.adopt_orphans(study)
         # Seeded by the search seed, this worker and the trials so far: a resumed search, or a second
         # worker, does not propose the same first parameters again.
         worker = os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SLURM_PROCID") or "0"
         seed = random.Random(f"{self.options.seed}/{worker}/{len(study.trials)}").randrange(2**31)
         study.sampler = optuna.samplers.TPESampler(seed=seed)
         return study
+
+    @staticmethod
+    def adopt_orphans(study: optuna.Study) -> None:
+        """Trials left RUNNING by a search of this machine that is gone (killed with SIGKILL; its
+        trial stopped with it, ``processes.stop_when_parent_dies``) are marked failed and queued to
+        run again. A running trial of another machine's worker, or of a live one, is left alone."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = trial.user_attrs.get("search")
+            if not isinstance(owner, dict) or owner.get("host") != socket.gethostname() or is_alive(owner.get("pid")):
+                continue
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            print(f"trial {trial.number} was left running by search process {owner['pid']}, which is gone: "
+                  "marked failed, and queued to run again", flush=True)
 
     def trial_arguments(self, trial: Trial, values: dict[str, Any], home: Path) -> list[str]:
         """``fit``'s arguments for a trial: the user's, the trial's values, and where it reports."""
@@ -150,6 +166,7 @@ class Search:
 
     def objective(self, trial: Trial) -> float:
         values = {p.key: p.suggest(trial) for p in self.space}
+        trial.set_user_attr("search", {"host": socket.gethostname(), "pid": os.getpid()})  # whose trial (adopt_orphans)
         home = self.folder / f"trial_{trial.number}"
         log = home / "output.log"
         start = time.perf_counter()
@@ -310,3 +327,16 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
         config = parse_fit_arguments(rooms=rooms, args=[*fit_args, *as_arguments({p.key: p.example() for p in space})])
         code = Search(options, fit_args, space, config).run()
     sys.exit(code)
+
+
+def is_alive(pid: Any) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
