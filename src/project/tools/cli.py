@@ -285,10 +285,27 @@ def print_next_commands(trainer: Trainer, own_packages: list[str]) -> None:
     new_inputs = trainer.datamodule.new_inputs_option
     lines += [(f"Predict the test split{f', or new inputs with {new_inputs} added' if new_inputs else ''} "
                "(predictions.csv in a new run folder):"), "  " + command("predict"),
-              "Export it (ONNX with its preprocessing, safetensors, JSON; beside the checkpoint):", "  " + command("export"),
+              *export_lines(trainer, command("export")),
               f"(The checkpoint holds the model's and the data's arguments; --config {run_folder(trainer) / 'config.yaml'} "
               "adds the run's trainer options too.)"]
     rank_zero_info("\n".join(lines))
+
+
+def export_lines(trainer: Trainer, command: str) -> list[str]:
+    """The export command, where the data module says how an exported model reads its inputs and the
+    module what its outputs mean; else what to add for it (the command would only fail)."""
+    missing = [f"{type(owner).__name__}.{hook}()" for owner, hook in
+               ((trainer.datamodule, "inference_inputs"), (trainer.lightning_module, "export_outputs")) if only_declares(owner, hook)]
+    if missing:
+        return [f"(To export it, write {' and '.join(missing)}: see docs/add-your-own.md.)"]
+    return ["Export it (ONNX with its preprocessing, safetensors, JSON; beside the checkpoint):", "  " + command]
+
+
+def only_declares(instance: Any, hook: str) -> bool:
+    """Whether ``hook`` of ``instance`` is only the base's declaration (one class in its MRO defines
+    it, and a subclass of that class is what ``instance`` is): nothing says what it does."""
+    definers = [cls for cls in type(instance).__mro__ if hook in vars(cls)]
+    return len(definers) == 1 and definers[0] is not type(instance)
 
 
 def remove_empty_run_folder(trainer: Trainer) -> None:
