@@ -607,3 +607,12 @@ def test_a_named_version_is_one_runs_alone_and_a_continued_run_writes_beside_it(
     claim_named_folder(tmp_path / "together" / "v")
     with pytest.raises(UserError, match="exists: another run wrote there"):
         claim_named_folder(tmp_path / "together" / "v")
+
+
+def test_the_help_of_a_class_lists_a_few_known_subclasses_the_projects_first(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "ClassificationModule"])
+    text = capsys.readouterr().out
+    assert len(text.splitlines()) < 200  # not every nn.Module torch has (1,592 lines)
+    listed = " ".join(text.split()).partition("--model.net NET")[2].partition("known subclasses: ")[2].split(" ... and ")[0]
+    assert "project.nets.LeNet" in listed and "project.nets.TwoLayerNet" in listed

@@ -122,3 +122,15 @@ def test_the_model_summary_hook_takes_what_parameter_summary_reads():
 
 def test_lightnings_sigterm_outside_training_is_a_system_exit_the_cli_turns_into_143():
     assert issubclass(SIGTERMException, SystemExit)
+
+
+def test_jsonargparse_still_lists_known_subclasses_as_the_short_help_formatter_reads_them():
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter
+
+    action = ArgumentParser().add_argument("--net", type=nn.Module)
+    full = DefaultHelpFormatter("prog")._get_help_string(action)
+    assert internals.KNOWN_SUBCLASSES + "torch.nn.Module, " in full and full.endswith(")")
+    short = internals.ShortHelpFormatter("prog")._get_help_string(action)
+    listed = short.partition(internals.KNOWN_SUBCLASSES)[2].split(", ")
+    assert len(listed) == internals.ShortHelpFormatter.SHOWN + 1 and short.endswith("more: any subclass by its import path)")
+    assert len(full.split(", ")) > 100 > len(short.split(", "))

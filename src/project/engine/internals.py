@@ -6,7 +6,8 @@ torch, Lightning, torchmetrics, torchvision or jsonargparse is used anywhere els
 
 - private names: ``BatchNormBase``, ``SkipLightningCheckpointHparams``,
   ``model_config_of``, ``UnrepeatedDistributedSampler``;
-- filters keyed on the text of a message: ``WARNINGS``, ``LOG_LINES``, ``SEED_LOGGER``;
+- filters keyed on the text of a message: ``WARNINGS``, ``LOG_LINES``, ``SEED_LOGGER``,
+  ``KNOWN_SUBCLASSES`` (``ShortHelpFormatter``);
 - patterns over torch's exporter wording: ``export_failure`` and ``STACK_TRACE`` (``tests/test_export.py`` pins them and
   ``datamodule_state``, where Lightning keeps a data module's state in a checkpoint).
 
@@ -53,6 +54,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import nn
 
@@ -144,6 +146,32 @@ def quiet_known_noise() -> None:
     for noise in WARNINGS:
         warnings.filterwarnings("ignore", message=".*" + re.escape(noise.text))
     logging.getLogger(LOG_LINES_LOGGER).addFilter(is_not_noise)
+
+
+# -- jsonargparse's help wording ------------------------------------------------------------------
+
+KNOWN_SUBCLASSES = ", known subclasses: "
+"""jsonargparse 4.53.0: how the help of an option that takes classes lists every subclass imported
+(``ActionTypeHint.extra_help``); for ``torch.nn.Module`` that is every layer torch has, 1,500 lines."""
+
+
+class ShortHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help formatter, listing at most ``SHOWN`` known subclasses of an option's class,
+    the project's first."""
+
+    SHOWN = 8
+
+    def _get_help_string(self, action: Any) -> str:
+        text = super()._get_help_string(action)
+        head, found, listed = text.partition(KNOWN_SUBCLASSES)
+        if not found:
+            return text
+        listed, closing = listed.rsplit(")", 1) if listed.endswith(")") else (listed, "")
+        # The project's first, those its packages export (project.nets.LeNet) before deeper ones.
+        paths = sorted(listed.split(", "), key=lambda path: (not path.startswith("project."), path.count(".")))
+        if len(paths) > self.SHOWN:
+            paths = [*paths[: self.SHOWN], f"... and {len(paths) - self.SHOWN} more: any subclass by its import path"]
+        return head + found + ", ".join(paths) + (")" + closing if closing or text.endswith(")") else "")
 
 
 # -- Lightning's checkpoint layout and torch's exporter wording ----------------------------------

@@ -40,7 +40,7 @@ from project.engine.checkpoint_io import AtomicCheckpointIO
 from project.engine.data import ProjectDataModule
 from project.engine.distributed import torchrun_counts, warn_if_restarts_share_the_store
 from project.errors import find_user_error
-from project.engine.internals import SEED_LOGGER, SkipLightningCheckpointHparams, quiet_known_noise
+from project.engine.internals import SEED_LOGGER, ShortHelpFormatter, SkipLightningCheckpointHparams, quiet_known_noise
 from project.engine.kinds import TRUSTED_PACKAGES, check_checkpoint_hyperparameters, check_given_configs, check_kinds, packages_named
 from project.engine.loggers import run_folder
 from project.engine.paths import base_config, check_folder_can_be_written, train_command
@@ -77,6 +77,10 @@ class Refused(Exception):
 class ProjectArgumentParser(LightningArgumentParser):
     """Raises ``Refused`` where jsonargparse would print its message and exit, so that the CLI can
     answer it in one line (``exit_refused``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", ShortHelpFormatter)  # --model.help: 40 lines, not 1,500
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
