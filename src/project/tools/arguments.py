@@ -158,6 +158,11 @@ def context_settings(config: Any, subcommand: str | None, checkpoint: Checkpoint
     if not hasattr(logger, "get"):
         logger = None
     logger_args = "trainer.logger.init_args."
+    root = config["trainer"].get("default_root_dir")
+    if root and logger is not None and (logger.get("init_args") or {}).get("save_dir") == RUNS:
+        # Lightning's loggers keep their own save_dir: without this, default_root_dir would only
+        # receive SLURM's requeue checkpoints. A save_dir given explicitly is kept.
+        settings[logger_args + "save_dir"] = str(root)
     if checkpoint is not None:
         if checkpoint.found_by_resume_auto:
             settings["ckpt_path"] = str(checkpoint.path)
@@ -170,16 +175,12 @@ def context_settings(config: Any, subcommand: str | None, checkpoint: Checkpoint
                 settings[f"model.init_args.{size}"] = checkpoint.hyperparameters[size]
         version = (logger.get("init_args") or {}).get("version") if logger is not None else None
         if subcommand == "fit" and isinstance(version, str) and not is_wandb(logger):  # continued beside it, never into it
-            root = Path(logger["init_args"].get("save_dir") or RUNS) / str(settings.get(logger_args + "name") or logger["init_args"].get("name") or "")
-            settings[logger_args + "version"] = next_free_name(root, version)
+            save_dir = settings.get(logger_args + "save_dir") or logger["init_args"].get("save_dir") or RUNS
+            run_name = settings.get(logger_args + "name") or logger["init_args"].get("name") or ""
+            settings[logger_args + "version"] = next_free_name(Path(save_dir) / str(run_name), version)
         run_id = checkpoint.saved_state.get("logger_run_id")
         if subcommand == "fit" and is_wandb(logger) and isinstance(run_id, str) and not logger["init_args"].get("id"):
             settings.update({logger_args + "id": run_id, logger_args + "resume": "allow"})  # W&B continues the run
-    root = config["trainer"].get("default_root_dir")
-    if root and logger is not None and (logger.get("init_args") or {}).get("save_dir") == RUNS:
-        # Lightning's loggers keep their own save_dir: without this, default_root_dir would only
-        # receive SLURM's requeue checkpoints. A save_dir given explicitly is kept.
-        settings[logger_args + "save_dir"] = str(root)
     return settings
 
 
