@@ -616,3 +616,26 @@ def test_the_help_of_a_class_lists_a_few_known_subclasses_the_projects_first(cap
     assert len(text.splitlines()) < 200  # not every nn.Module torch has (1,592 lines)
     listed = " ".join(text.split()).partition("--model.net NET")[2].partition("known subclasses: ")[2].split(" ... and ")[0]
     assert "project.nets.LeNet" in listed and "project.nets.TwoLayerNet" in listed
+
+
+@pytest.mark.parametrize("file", ["record.json", "metrics.csv"])
+def test_a_full_disk_while_a_run_writes_its_record_or_metrics_is_one_line_and_leaves_no_partial_file(file, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.chdir(tmp_path)
+    if file == "record.json":
+        real = Path.write_text
+        monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: full() if self.name.endswith("record.json.partial") else real(self, *a, **k))
+    else:
+        monkeypatch.setattr(LightningCSVLogger, "save", full)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=1", *QUIET])
+    assert exit_info.value.code == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: cannot write runs") and line.endswith(f"{file}: No space left on device")
+    assert not list(tmp_path.rglob("*.partial"))

@@ -80,7 +80,15 @@ def claim_version_folder(root: Path, first: int) -> int:
 
 
 class CSVLogger(ClaimsItsVersion, LightningCSVLogger):
-    """Lightning's ``CSVLogger`` (``metrics.csv``); each run claims its own ``version_N``."""
+    """Lightning's ``CSVLogger`` (``metrics.csv``); each run claims its own ``version_N``. A full or
+    read-only disk while it writes ends the run with one line naming the file."""
+
+    @rank_zero_only
+    def save(self) -> None:
+        try:
+            super().save()
+        except OSError as error:
+            raise UserError(f"cannot write {Path(self.log_dir) / 'metrics.csv'}: {error.strerror or error}") from error
 
 
 class TensorBoardLogger(ClaimsItsVersion, LightningTensorBoardLogger):

@@ -1,7 +1,6 @@
 """``record.json`` in every run folder: what produced the run (``engine.provenance``) and what it gave."""
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,9 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from project.engine.loggers import run_folder
-from project.engine.paths import REPOSITORY
+from project.engine.paths import REPOSITORY, write_whole
 from project.engine.provenance import run_record, unused_name
+from project.errors import UserError
 
 
 class RunRecord(Callback):
@@ -71,7 +71,10 @@ class RunRecord(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if self.path is not None:
             self.record["status"] = f"stopped: {type(exception).__name__}: {exception}"
-            self._write()
+            try:
+                self._write()
+            except UserError:  # the disk that stopped the run may refuse this too: the run's own error is the one to say
+                pass
 
     def _finish(self, results: dict[str, Any]) -> None:
         if self.path is not None:
@@ -80,9 +83,7 @@ class RunRecord(Callback):
 
     def _write(self) -> None:
         assert self.path is not None
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps(self.record, indent=2) + "\n")
-        os.replace(partial, self.path)
+        write_whole(self.path, json.dumps(self.record, indent=2) + "\n")
 
 
 def scalar_metrics(trainer: Trainer) -> dict[str, float]:
