@@ -59,17 +59,3 @@ def check_folder_can_be_written(folder: Path, refusal: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{refusal}: {existing} is not writable")
 
-
-def write_whole(path: Path, text: str) -> None:
-    """``text`` into ``path`` whole or not at all: written beside it, then renamed over it. A full or
-    read-only disk is one line (``UserError``), with no partial file left and the old file whole."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_text(text)
-        os.replace(partial, path)
-    except OSError as error:
-        try:
-            partial.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from error

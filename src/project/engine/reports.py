@@ -13,6 +13,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from torchmetrics import ConfusionMatrix  # noqa: E402
 
+from project.files import write_whole  # noqa: E402
+
 
 def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class_names: list[str], folder: Path) -> Path:
     """Print the confusion matrix (rows: true class, columns: predicted) and save it in ``folder`` as
@@ -26,16 +28,22 @@ def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class
         table.add_row(name, *(str(c) for c in row))
     Console().print(table)
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "confusion_matrix.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ pred", *class_names])
-        for name, row in zip(class_names, counts):
-            writer.writerow([name, *row])
+
+    def write_table(partial: Path) -> None:
+        with partial.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["true \\ pred", *class_names])
+            for name, row in zip(class_names, counts):
+                writer.writerow([name, *row])
+
+    write_whole(folder / "confusion_matrix.csv", write_table)
     figure, axis = metric.plot(val=matrix, labels=class_names)  # the computed matrix: no second sync
     accuracy = matrix.trace().item() / max(matrix.sum().item(), 1)
     axis.set_title(f"confusion matrix (accuracy {accuracy:.4f})")
     path = folder / "confusion_matrix.png"
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        write_whole(path, lambda partial: figure.savefig(partial, dpi=100, bbox_inches="tight"))
+    finally:
+        plt.close(figure)
     rank_zero_info(f"Wrote the confusion matrix to {folder / 'confusion_matrix.csv'} and {path}")
     return path

@@ -1,11 +1,11 @@
 """``predict_onnx.py``: ``predictions.csv`` from an exported model alone, without Lightning."""
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
 from project.errors import UserError
+from project.files import write_whole
 from project.inference.model import ExportedModel
 from project.inference.predictions import write_predictions
 
@@ -39,14 +39,7 @@ def predict(model_path: str, inputs_path: str, output: str, overwrite: bool = Fa
     rows = []
     for start in range(0, len(names), batch_size):
         rows += model.predict(model.batch(inputs, start, batch_size))
-    temporary = target.with_name(f".{target.name}.tmp")  # whole or not at all
-    try:
-        write_predictions(temporary, names, rows, model.class_names)
-        temporary.replace(target)
-    except OSError as error:  # a full disk, a folder that cannot be written to
-        with contextlib.suppress(OSError):  # nothing half-written stays behind
-            temporary.unlink()
-        raise UserError(f"cannot write {target}: {error.strerror or error}; nothing was written") from error
+    write_whole(target, lambda partial: write_predictions(partial, names, rows, model.class_names))
     return target
 
 

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from project.engine.loggers import run_folder
+from project.files import write_whole
 from project.inference.predictions import write_predictions
 
 
@@ -60,5 +61,6 @@ class PredictionCSVWriter(BasePredictionWriter):
         path = Path(self.output_file) if self.output_file else run_folder(trainer) / "predictions.csv"
         rows = sorted(rows, key=lambda row: row["index"])
         labels = [names[row["index"]] if row["index"] < len(names) else str(row["index"]) for row in rows]
-        write_predictions(path, labels, rows, class_names)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(path, lambda partial: write_predictions(partial, labels, rows, class_names))
         rank_zero_info(f"Wrote {len(rows)} predictions to {path}")

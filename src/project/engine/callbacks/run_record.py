@@ -9,9 +9,10 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from project.engine.loggers import run_folder
-from project.engine.paths import REPOSITORY, write_whole
+from project.engine.paths import REPOSITORY
 from project.engine.provenance import run_record, unused_name
 from project.errors import UserError
+from project.files import write_whole
 
 
 class RunRecord(Callback):
@@ -83,7 +84,8 @@ class RunRecord(Callback):
 
     def _write(self) -> None:
         assert self.path is not None
-        write_whole(self.path, json.dumps(self.record, indent=2) + "\n")
+        text = json.dumps(self.record, indent=2) + "\n"
+        write_whole(self.path, lambda partial: partial.write_text(text))
 
 
 def scalar_metrics(trainer: Trainer) -> dict[str, float]:
