@@ -61,14 +61,9 @@ def given_configs(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
     with one line before jsonargparse imports anything a config names."""
     configs: list[tuple[str, dict[str, Any]]] = []
     options: dict[str, Any] = {}
-    position = 1 if args and not args[0].startswith("-") else 0
-    while position < len(args):
-        key, has_value, value = args[position].partition("=")
-        if not has_value and position + 1 < len(args) and not args[position + 1].startswith("-"):
-            value, has_value = args[position + 1], True
-            position += 1
-        position += 1
-        if not key.startswith("--") or not has_value or key.endswith((".help", "print_config")):
+    for group in option_groups(args[1 if args and not args[0].startswith("-") else 0:]):
+        key, value = option_and_value(group)
+        if not key.startswith("--") or value is None or key.endswith((".help", "print_config")):
             continue
         if key == "--config":
             if is_file(value):
@@ -206,7 +201,7 @@ def flat_arguments(config: Any, prefix: str) -> dict[str, Any]:
     flat: dict[str, Any] = {prefix: config["class_path"]} if "class_path" in config else {}
     arguments = {key: value for key, value in config.items() if key not in ("class_path", "init_args")}
     for key, value in {**arguments, **(config.get("init_args") or {})}.items():
-        flat.update(flat_arguments(value, f"{prefix}.{key}"))
+        flat.update(flat_arguments(value, f"{prefix}.{key}" if prefix else key))
     return flat
 
 
@@ -361,8 +356,8 @@ def refusal_line(parser: ArgumentParser, args: list[str], message: str, option_t
         if parsed is None:
             continue
         parsed = parsed[args[0]] if start else parsed
-        key, _, value = groups[position][0].partition("=")
-        value = value if "=" in groups[position][0] else " ".join(groups[position][1:])
+        key, value = option_and_value(groups[position])
+        value = "" if value is None else value
         if key in ("--config", "-c"):
             return config_refusal_line(value, parsed, message)
         return option_refusal_line(key[2:].rstrip("+"), value, parsed, message, option_types)
@@ -383,6 +378,12 @@ def option_groups(args: list[str]) -> list[list[str]]:
     return groups
 
 
+def option_and_value(group: list[str]) -> tuple[str, str | None]:
+    """An option of ``option_groups`` as ``(--key, its value)``; the value is None for a flag."""
+    key, has_value, value = group[0].partition("=")
+    return key, value if has_value else (group[1] if len(group) > 1 else None)
+
+
 def parsed_or_none(parser: ArgumentParser, args: list[str]) -> Any:
     """``args`` parsed by ``parser``, or None where it refuses them (said nowhere)."""
     exit_on_error, parser.exit_on_error = parser.exit_on_error, False
@@ -396,12 +397,12 @@ def parsed_or_none(parser: ArgumentParser, args: list[str]) -> Any:
 
 def known_options(parsed: Any) -> dict[str, Any]:
     """Every option of a parsed config as the command line spells it (``model.optimizer.lr``), with its value."""
-    return {key: value for key, value in flat_arguments(plain(parsed), "").items()} if parsed is not None else {}
+    return flat_arguments(parsed, "") if parsed is not None else {}
 
 
 def option_refusal_line(option: str, value: str, parsed: Any, message: str, option_types: dict[str, Any]) -> str:
     option = option.replace(".init_args", "")
-    known = {key.lstrip("."): v for key, v in known_options(parsed).items()}
+    known = known_options(parsed)
     if option not in known and not any(key.startswith(option + ".") for key in known):
         return unknown_option_line(option, known, message)
     current = known[option] if option in known else None
@@ -456,13 +457,13 @@ def no_class_line(option: str, given: str) -> str:
 def config_refusal_line(config: str, parsed: Any, message: str) -> str:
     """For a config refused as a whole: an option in it that does not exist, with the nearest one;
     else the library's own innermost line."""
-    known = {key.lstrip("."): v for key, v in known_options(parsed).items()}
+    known = known_options(parsed)
     try:
         text = Path(config).read_text(errors="replace") if is_file(config) else config
         given = flat_arguments(read_yaml(text, config), "")
     except (OSError, UserError):
         given = {}
-    for option in (key.lstrip(".").replace(".init_args", "") for key in given):
+    for option in (key.replace(".init_args", "") for key in given):
         if option and option not in known and not any(key.startswith(option + ".") for key in known):
             return unknown_option_line(option, known, message).replace("error: ", f"error: --config {config}: ", 1)
     said = " ".join(message.split())  # the library's own words about the file (a YAML error and where), on one line
