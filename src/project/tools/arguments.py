@@ -51,6 +51,11 @@ def class_parameters(path: str) -> list[inspect.Parameter] | None:
 # -- what the command line gives, before it is parsed ---------------------------------------------
 
 
+def options_start(args: list[str]) -> int:
+    """Where the options of ``args`` start: after the subcommand (``fit``), if one leads."""
+    return 1 if args and not args[0].startswith("-") else 0
+
+
 def given_configs(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """What each source on the command line sets, as ``(where, config)``, before jsonargparse reads
     it: each ``--config`` (a file, or YAML/JSON given inline), then the other options as one nested
@@ -61,7 +66,7 @@ def given_configs(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
     with one line before jsonargparse imports anything a config names."""
     configs: list[tuple[str, dict[str, Any]]] = []
     options: dict[str, Any] = {}
-    for group in option_groups(args[1 if args and not args[0].startswith("-") else 0:]):
+    for group in option_groups(args[options_start(args):]):
         key, value = option_and_value(group)
         if not key.startswith("--") or value is None or key.endswith((".help", "print_config")):
             continue
@@ -242,7 +247,7 @@ def resume_refusal(config: Any) -> Any:
 
 def config_files_end(args: list[str]) -> int:
     """The position in ``args`` just after the last ``--config FILE`` (or after the subcommand)."""
-    end = 1 if args and not args[0].startswith("-") else 0
+    end = options_start(args)
     for position, arg in enumerate(args):
         if arg == "--config":
             end = position + 2
@@ -348,7 +353,7 @@ def refusal_line(parser: ArgumentParser, args: list[str], message: str, option_t
     """The one-line answer to jsonargparse's refusal (``message``) of ``args``: the option (or the
     config file) it refused, with the nearest valid option or class, or the types the option takes,
     or the library's own innermost line. None when no single option or config is to blame."""
-    start = 1 if args and not args[0].startswith("-") else 0
+    start = options_start(args)
     groups = option_groups(args[start:])
     for position in reversed(range(len(groups))):
         rest = [token for group in groups[:position] + groups[position + 1:] for token in group]

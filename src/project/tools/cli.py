@@ -29,6 +29,7 @@ from project.tools.arguments import (
     context_settings,
     given_configs,
     kept_options,
+    options_start,
     refusal_line,
     resume_refusal,
     trusted_in,
@@ -190,7 +191,7 @@ class ProjectCLI(SkipLightningCheckpointHparams, LightningCLI):
         # before jsonargparse expands the configs or imports what they name.
         sources = self.given_sources  # of these same args
         check_given_configs(sources, self.option_types())
-        subcommand = args[0] if args and not args[0].startswith("-") else None
+        subcommand = args[0] if options_start(args) else None
         named = checkpoint_named_in(sources)
         if named is not None:  # checked before its hyperparameters reach the parser, which imports what they name
             self.check_checkpoint(named, trusted_in(sources))
