@@ -15,6 +15,7 @@ from project.datamodules import (
     TorchvisionDataModule,
 )
 from project.datamodules.splits import split_sizes, stratified_split
+from project.datamodules.tensor_batches import StackedTensors
 from project.errors import UserError
 
 
@@ -287,7 +288,7 @@ def test_fast_tensor_batches_equal_the_dataloader_batches_on_every_rank_and_epoc
         fast.trainer = slow.trainer = Ranks()  # type: ignore[assignment]
         for make in ("train_dataloader", "val_dataloader"):
             fast_loader, slow_loader = getattr(fast, make)(), getattr(slow, make)()
-            assert type(fast_loader.dataset).__name__ == "StackedTensors" and len(fast_loader) == len(slow_loader)
+            assert isinstance(fast_loader.dataset, StackedTensors) and len(fast_loader) == len(slow_loader)
             for epoch in (0, 1):
                 fast_batches, slow_batches = _batches_of(fast_loader, epoch), _batches_of(slow_loader, epoch)
                 assert len(fast_batches) == len(slow_batches)
@@ -407,3 +408,48 @@ def test_labels_from_1_name_the_empty_class_0_in_one_warning(tmp_path):
         dm = set_up(TensorDataModule(dataset=None, path=str(tmp_path / "from_one.pt")))
     assert len([w for w in warned if "have no sample" in str(w.message)]) == 1
     assert dm.class_names == [str(i) for i in range(11)]
+
+
+class _Trainer:
+    """What a data module reads of its trainer: the process layout and whether it is training."""
+
+    training = True
+
+    def __init__(self, world_size: int = 1, global_rank: int = 0, accumulate_grad_batches: int = 1) -> None:
+        self.world_size, self.global_rank, self.accumulate_grad_batches = world_size, global_rank, accumulate_grad_batches
+
+
+def _augmented(data: TensorDataModule, world_size: int, rank: int, epoch: int) -> list[torch.Tensor]:
+    data.trainer = _Trainer(world_size, rank)  # type: ignore[assignment]
+    return [data.on_after_batch_transfer(batch, 0)[0] for batch in _batches_of(data.train_dataloader(), epoch)]
+
+
+def test_each_digit_is_moved_alike_by_one_process_and_by_the_rank_that_loads_it():
+    """The batch affine draws from each sample's seed: two ranks' halves of a global batch are
+    moved exactly as one process moves that batch, and another epoch moves them otherwise."""
+    data = TensorDataModule(dataset="digits", input_shape=[1, 8, 8], resize_to=32, augment=BatchAffine(),
+                            loader=LoaderOptions(global_batch_size=64))
+    data.setup("fit")
+    one = _augmented(data, 1, 0, epoch=3)
+    ranks = [_augmented(data, 2, rank, epoch=3) for rank in (0, 1)]
+    for i, batch in enumerate(one):
+        assert torch.equal(batch[0::2], ranks[0][i][: len(batch[0::2])]) and torch.equal(batch[1::2], ranks[1][i][: len(batch[1::2])])
+    data.trainer.training = False  # type: ignore[union-attr]
+    plain = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)[0]
+    assert not torch.equal(plain, one[0])  # the first batch of epoch 3 was moved
+    assert not torch.equal(_augmented(data, 1, 0, epoch=4)[0], one[0])
+
+
+def test_random_crops_of_an_image_folder_follow_the_sample_not_the_loader_workers(tmp_path):
+    images = make_image_tree(tmp_path / "images", per_class=12)
+    batches = {}
+    for workers in (0, 2):
+        data = ImageFolderDataModule(data_dir=str(images), transforms=ImageTransforms(image_size=16, random_crop_padding=4),
+                                     loader=LoaderOptions(batch_size=4, num_workers=workers))
+        data.trainer = _Trainer()  # type: ignore[assignment]
+        data.setup("fit")
+        batches[workers] = [_batches_of(data.train_dataloader(), epoch) for epoch in (0, 1)]
+    for ours, theirs in zip(batches[0], batches[2], strict=True):  # per epoch
+        for a, b in zip(ours, theirs, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert len(batches[0][0][0]) == 4  # inputs, targets, weights, seeds

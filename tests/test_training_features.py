@@ -172,8 +172,9 @@ def test_each_training_sample_comes_with_the_same_partner_on_one_process_and_on_
         for rank in range(world):
             sampler = ResumableSampler(dataset, world, rank, seed=7, batch_size=per_batch, accumulate=accumulate, partners=True)
             sampler.set_epoch(3)
-            items = list(sampler)
-            assert len(items) == len(sampler)
+            keys = list(sampler)
+            assert len(keys) == len(sampler) and {epoch for _, epoch in keys} == {3}
+            items = [index for index, _ in keys]
             for j in range(math.ceil(sampler.num_samples / per_batch)):
                 real = sampler.batch_counts(j)[0]
                 batch = items[2 * j * per_batch: 2 * (j + 1) * per_batch]

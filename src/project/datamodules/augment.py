@@ -26,12 +26,21 @@ class BatchAffine:
     """Zoom factor drawn from [scale_min, scale_max]."""
     scale_max: float = 1.1
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    DRAWS = 4
+    """Random numbers per image: rotation, zoom, horizontal and vertical shift."""
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 uniforms: torch.Tensor | None = None) -> torch.Tensor:
+        """``images`` moved by draws in [0, 1): ``uniforms`` (one row of ``DRAWS`` per image) when
+        given, else drawn from ``generator`` (torch's global one when ``None``)."""
         n = images.shape[0]
-        options = {"device": images.device, "dtype": images.dtype, "generator": generator}
-        angle = (torch.rand(n, **options) * 2 - 1) * math.radians(self.degrees)
-        scale = self.scale_min + torch.rand(n, **options) * (self.scale_max - self.scale_min)
-        shift = (torch.rand(n, 2, **options) * 2 - 1) * self.translate * 2  # grid units span [-1, 1]
+        if uniforms is None:
+            options = {"device": images.device, "dtype": images.dtype, "generator": generator}
+            uniforms = torch.cat([torch.rand(n, 1, **options), torch.rand(n, 1, **options), torch.rand(n, 2, **options)], dim=1)
+        uniforms = uniforms.to(images.device, images.dtype)
+        angle = (uniforms[:, 0] * 2 - 1) * math.radians(self.degrees)
+        scale = self.scale_min + uniforms[:, 1] * (self.scale_max - self.scale_min)
+        shift = (uniforms[:, 2:] * 2 - 1) * self.translate * 2  # grid units span [-1, 1]
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack(
             [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1

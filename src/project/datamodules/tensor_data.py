@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random
 
 from project.datamodules.augment import MIRRORED_DIGITS, BatchAffine
 from project.datamodules.splits import split_sizes
-from project.datamodules.tensor_batches import StackedTensors, TensorSplit, keep_batch
-from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, loader_class
+from project.datamodules.tensor_batches import SeededStackedTensors, StackedTensors, TensorSplit, keep_batch
+from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, ResumableSampler, loader_class, seeded_uniforms
 from project.errors import UserError
 from project.engine.provenance import hash_tensors
 from project.inference.inputs import is_text, non_finite_rows, read_arrays, some_rows
@@ -356,14 +356,19 @@ class TensorDataModule(ProjectDataModule):
             tensors = tuple(t.to(self.trainer.strategy.root_device) for t in tensors)
         # Its own generator: a DataLoader draws a base seed for its workers every epoch, which would
         # otherwise come from the global generator that augmentation and dropout draw from.
-        return loader_class(sampler)(StackedTensors(*tensors), batch_size=self.loader_batch_size(sampler), sampler=sampler,
+        stacked = (SeededStackedTensors(*tensors, run_seed=sampler.seed) if isinstance(sampler, ResumableSampler)
+                   else StackedTensors(*tensors))
+        return loader_class(sampler)(stacked, batch_size=self.loader_batch_size(sampler), sampler=sampler,
                                      drop_last=drop_last, collate_fn=keep_batch, generator=torch.Generator())
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Augment training batches and standardize every batch, on the device that holds it."""
+        """Augment training batches and standardize every batch, on the device that holds it. A
+        training batch of the project's loader, ``[inputs, targets, weights, seeds]``, moves each
+        image by draws from its own seed (``engine.data.draw_seeds``): the same on 1 or N devices."""
         x, rest = batch[0], batch[1:]
         if self.augment is not None and self.trainer is not None and self.trainer.training:
-            x = self.augment(x)
+            seeds = batch[3] if len(batch) == 4 else None  # None: another sampler (balance_classes)
+            x = self.augment(x, uniforms=None if seeds is None else seeded_uniforms(seeds, BatchAffine.DRAWS))
         if self.mean is not None and self.std is not None:
             x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return [x, *rest]

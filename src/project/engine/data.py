@@ -292,6 +292,8 @@ class ProjectDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset | None, sampler: Sampler | None, drop_last: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create this split")
+        if isinstance(sampler, ResumableSampler):
+            dataset = SeededSamples(dataset, sampler.seed)
         return loader_class(sampler)(
             dataset,
             batch_size=self.loader_batch_size(sampler),
@@ -319,6 +321,8 @@ class ResumableSampler(DistributedSampler):
       and accumulated batches that Lightning and DDP divide by; zero for the few samples that repeat
       only to give every rank as many batches, and for partners;
     - leaves out the first ``skip`` samples of its next epoch (``ResumableLoader`` sets it);
+    - yields each sample as ``(index, epoch)``, so that whoever reads it, in whichever process or
+      loader worker, can draw that sample's random numbers (``SeededSamples``, ``draw_seeds``);
     - with ``partners``, follows each batch's samples with their partners, in the same order: the
       sample before each in the permutation (the last real one for the first), which a loader with
       twice the batch size delivers together (``ProjectDataModule.pair_training_samples``).
@@ -342,11 +346,11 @@ class ResumableSampler(DistributedSampler):
             order += order[: self.total_size - len(order)]
         start, self.skip = self.skip, 0
         positions = range(self.rank, self.total_size, self.num_replicas)[start:]
-        mine = [order[q] for q in positions]
+        mine = [(order[q], self.epoch) for q in positions]
         if not self.partners:
             return iter(mine)
         # Positions past the real samples repeat earlier ones and count zero: any partner does.
-        partners = [order[(q - 1) % self.kept] if q < self.kept else order[q - 1] for q in positions]
+        partners = [(order[(q - 1) % self.kept] if q < self.kept else order[q - 1], self.epoch) for q in positions]
         paired = []
         for first in range(0, len(mine), self.batch_size):
             paired += mine[first : first + self.batch_size] + partners[first : first + self.batch_size]
@@ -373,6 +377,51 @@ class ResumableSampler(DistributedSampler):
         return weights
 
 
+def mix32(x: Any) -> Any:
+    """A 32-bit integer hash (xor-shift-multiply) of a Python int or an int64 tensor, elementwise.
+    Values stay below 2**59, so int64 arithmetic never overflows."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def draw_seeds(run_seed: int, epoch: int, indices: Any) -> Any:
+    """The seed of each sample's random draws in an epoch (an int, or an int64 tensor like
+    ``indices``): a hash of the run's seed, the epoch and the sample's index alone, so a random
+    augmentation draws the same for that sample on 1 or N processes, in any loader worker and
+    any accumulated batch, and in a resumed run."""
+    return mix32(mix32(mix32(run_seed & 0xFFFFFFFF) ^ (epoch & 0xFFFFFFFF)) ^ indices)
+
+
+def seeded_uniforms(seeds: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` numbers in [0, 1) per seed (``len(seeds) x count``, float64), from the seeds
+    alone: a whole batch's per-sample draws in a few tensor operations, on the seeds' device."""
+    draws = mix32(mix32(seeds.long())[:, None] ^ torch.arange(1, count + 1, device=seeds.device))
+    return draws.double() / 2**32
+
+
+class SeededSamples(Dataset):
+    """The training split read sample by sample under each sample's own seed: ``dataset[(index,
+    epoch)]`` seeds torch's generator with ``draw_seeds`` and reads ``dataset[index]``, so the random
+    transforms of an image pipeline draw from the run's seed, the epoch and the sample only (and
+    leave the run's own random state as it was). A sample comes back with its seed appended, for
+    augmentations applied to whole batches later (``TensorDataModule``)."""
+
+    def __init__(self, dataset: Dataset, run_seed: int) -> None:
+        self.dataset, self.run_seed = dataset, run_seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, ...]:
+        index, epoch = key
+        seed = draw_seeds(self.run_seed, epoch, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            sample = self.dataset[index]
+        return (*sample, seed)
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader over a ``ResumableSampler`` that knows how far into its epoch it is.
 
@@ -380,8 +429,9 @@ class ResumableLoader(DataLoader):
     of its checkpoint (``ProjectDataModule.state_dict`` carries it). Lightning restores its own
     counters but iterates a loader from its start; this one leaves out the batches that were
     trained on before the checkpoint, so a run resumed part-way through an epoch goes on with the
-    batch an uninterrupted run would have trained on next. Each batch it yields is the dataset's
-    batch with each sample's loss weight appended (``ResumableSampler.loss_weights``). Lightning fetches no batch ahead from a
+    batch an uninterrupted run would have trained on next. Its dataset is a ``SeededSamples``; each
+    batch it yields is ``[inputs, targets, weights, seeds]``: each sample's loss weight
+    (``ResumableSampler.loss_weights``) and the seed of its random draws. Lightning fetches no batch ahead from a
     loader with a length, so the batches counted here are the batches trained on (engine.internals).
     """
 
@@ -412,10 +462,10 @@ class ResumableLoader(DataLoader):
             # it at the epoch's start, before the checkpoint saved the random state it resumes with:
             # drawn again here, every random augmentation after it would differ.
             torch.set_rng_state(random_state)
-        for batch in batches:
+        for *batch, seeds in batches:
             weights = self.sampler.loss_weights(self._batches_done, len(batch[0]))
             self._batches_done += 1  # before the batch is trained on: a checkpoint after it counts it
-            yield [*batch, weights]
+            yield [*batch, weights, seeds]
 
 
 def loader_class(sampler: Sampler | None) -> type[DataLoader]:

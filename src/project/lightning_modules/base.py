@@ -28,9 +28,10 @@ TEST_TIME_FLIPS = ("hflip",)  # model.tta
 class TrainingModule(LightningModule):
     """A net built from the data's sizes in ``configure_model``, trained on each sample's loss.
 
-    A batch is ``(inputs, targets, weights)``: the project's loaders give each sample its weight in
-    the loss, so that a step of accumulated batches, or of N ranks, equals one batch of them all
-    (``engine.data``); a loader that gives ``(inputs, targets)`` weighs the samples of a batch alike.
+    A batch is ``(inputs, targets, weights, seeds)``: the project's loaders give each sample its
+    weight in the loss, so that a step of accumulated batches, or of N ranks, equals one batch of
+    them all, and the seed its random augmentation drew from (``engine.data``); a loader that gives
+    ``(inputs, targets)`` weighs the samples of a batch alike.
     A subclass (``classification.py``, ``regression.py``) says what its task is in four places:
 
     - ``outputs_for(datamodule)``: the net's number of outputs for this data, and what the data has;
@@ -142,8 +143,8 @@ class TrainingModule(LightningModule):
     # the reference, computes and resets them at epoch end).
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, target, *weights = batch
-        weights = weights[0] if weights else torch.full((len(x),), 1 / len(x), device=x.device)
+        x, target, *extras = batch  # the project's loaders add weights and seeds (used before this step)
+        weights = extras[0] if extras else torch.full((len(x),), 1 / len(x), device=x.device)
         losses, preds, target = self.evaluate(x, target)
         real = int(torch.count_nonzero(weights))  # the samples repeated to give every rank a batch weigh 0
         self.train_loss.update(losses[:real].detach())

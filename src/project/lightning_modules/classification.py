@@ -150,7 +150,7 @@ class ClassificationModule(TrainingModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if self.mixing is not None:  # each sample, then its partner (pair_training_samples)
-            x, target, weights = batch
+            x, target, weights, *_ = batch  # the seeds were used by the data module
             n = len(x) // 2
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + self.global_step
             batch = (*self.mixing(x[:n], x[n:], target[:n], target[n:], seed), weights[:n])
