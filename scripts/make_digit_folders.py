@@ -9,6 +9,9 @@ different seeds give different folders of the same digits: tune on one, check on
 """
 
 import argparse
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +45,11 @@ def main() -> None:
     args = parser.parse_args()
     count = write_digit_folders(args.output, args.seed)
     print(f"wrote {count} digits in {len(CLASS_NAMES)} class folders under {args.output}")
-    print(f"train on them: python train.py fit --config configs/lenet_imagefolder.yaml --data.data_dir {args.output}")
+    repo = Path(__file__).resolve().parents[1]
+    here = lambda path: os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)  # noqa: E731
+    command = [sys.executable, here(repo / "train.py"), "fit", "--config", here(repo / "configs" / "lenet_imagefolder.yaml"),
+               "--data.data_dir", str(args.output)]
+    print(f"train on them:\n  {shlex.join(command)}")
 
 
 if __name__ == "__main__":
