@@ -618,11 +618,12 @@ def test_the_help_of_a_class_lists_a_few_known_subclasses_the_projects_first(cap
     assert "project.nets.LeNet" in listed and "project.nets.TwoLayerNet" in listed
 
 
-@pytest.mark.parametrize("file", ["record.json", "metrics.csv"])
+@pytest.mark.parametrize("file", ["record.json", "metrics.csv", "training_curves.png"])
 def test_a_full_disk_while_a_run_writes_its_record_or_metrics_is_one_line_and_leaves_no_partial_file(file, tmp_path, monkeypatch, capsys):
     import errno
 
     from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+    from matplotlib.figure import Figure
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -631,8 +632,10 @@ def test_a_full_disk_while_a_run_writes_its_record_or_metrics_is_one_line_and_le
     if file == "record.json":
         real = Path.write_text
         monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: full() if self.name == ".record.partial.json" else real(self, *a, **k))
-    else:
+    elif file == "metrics.csv":
         monkeypatch.setattr(LightningCSVLogger, "save", full)
+    else:
+        monkeypatch.setattr(Figure, "savefig", full)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=1", *QUIET])
     assert exit_info.value.code == 2

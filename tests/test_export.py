@@ -329,6 +329,23 @@ def test_bad_exports_get_one_line_and_leave_nothing(workdir, monkeypatch, capsys
     assert "cannot write the export to" in export_error(
         ["--config", digits_config, "--ckpt_path", digits, "--output", str(tmp_path / "a_file" / "exports")], capsys)
     assert "export needs --ckpt_path" in export_error(["--config", digits_config], capsys)
+    # A full disk while the graph or the weights are written: one line that says so, nothing left.
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "full"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.onnx.ONNXProgram, "save", full)
+        assert f"cannot write the export to {out}: No space left on device; nothing was written" in export_error(
+            ["--config", digits_config, "--ckpt_path", digits, "--output", str(out)], capsys)
+    with monkeypatch.context() as patch:
+        real = Path.write_bytes
+        patch.setattr(Path, "write_bytes", lambda self, data: full() if self.suffix == ".safetensors" else real(self, data))
+        assert f"cannot write the export to {out}: No space left on device" in export_error(
+            ["--config", digits_config, "--ckpt_path", digits, "--output", str(out)], capsys)
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize(("net", "says"), [

@@ -113,6 +113,16 @@ def export_checkpoint(model: LightningModule, datamodule: ProjectDataModule, ckp
         raise UserError("the test split is empty: the export is checked on test samples (set data.test_fraction > 0)")
 
     folder.mkdir(parents=True, exist_ok=True)  # only now: a refused checkpoint or data leaves no new folder
+    try:
+        return write_export(model, datamodule, graph, inputs, checkpoint, source, folder, samples, quantize)
+    except OSError as error:  # a full or read-only disk: the scratch folder is gone, earlier exports untouched
+        raise UserError(f"cannot write the export to {folder}: {error.strerror or error}; nothing was written") from error
+
+
+def write_export(model: LightningModule, datamodule: ProjectDataModule, graph: ExportedGraph, inputs: InferenceInputs,
+                 checkpoint: dict[str, Any], source: Path, folder: Path, samples: int, quantize: str | None) -> Path:
+    """``export``'s files, written in a scratch folder inside ``folder`` and moved into place once
+    the graph matches the model on ``samples`` test samples."""
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
         written = Path(scratch)
         onnx_file = written / f"{source.stem}.onnx"
@@ -158,10 +168,10 @@ def write_onnx(graph: ExportedGraph, example: torch.Tensor, path: Path) -> None:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(graph, (example,), input_names=[INPUT], output_names=[OUTPUT],
                                         dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
-            program.save(str(path))
     except Exception as error:  # the exporter raises many kinds
         raise UserError(f"{type(graph.net).__name__} does not export to ONNX: {export_failure(str(error))[:600]}. Write "
                         "forward() with torch operations only, without Python branches on tensor values") from error
+    program.save(str(path))  # a full disk here is the caller's OSError, not a net that does not export
     without_stack_traces(path)
 
 
@@ -254,10 +264,11 @@ def write_int8(float_file: Path, int8_file: Path, inputs: InferenceInputs, task:
 
 def write_weights(net: nn.Module, path: Path) -> None:
     """The net's state dict as safetensors (``net.load_state_dict(safetensors.torch.load_file(path))``)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file({key: tensor.detach().contiguous() for key, tensor in net.state_dict().items()}, str(path),
-              metadata={"net": type(net).__name__})
+    # Serialized here and written by Python, so a full disk is an OSError like every other write's.
+    path.write_bytes(save({key: tensor.detach().contiguous() for key, tensor in net.state_dict().items()},
+                          metadata={"net": type(net).__name__}))
 
 
 def describe(model: LightningModule, inputs: InferenceInputs, checkpoint: dict[str, Any], source: Path,

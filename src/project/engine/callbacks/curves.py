@@ -7,6 +7,7 @@ import matplotlib
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from project.engine.loggers import log_picture, run_folder
+from project.files import write_whole
 
 matplotlib.use("Agg")  # files only: works with no display, on every rank and in CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,8 +36,10 @@ def plot_training_curves(series: Series, path: Path, title: str = "") -> Path:
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        write_whole(path, lambda partial: figure.savefig(partial, dpi=100))
+    finally:
+        plt.close(figure)
     return path
 
 
