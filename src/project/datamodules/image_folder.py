@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 
-from project.datamodules.splits import stratified_split
+from project.datamodules.splits import check_folds, fold_split, stratified_split
 from project.datamodules.transforms import ImageTransforms
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
 from project.errors import UserError
@@ -152,6 +152,13 @@ class ImageFolderDataModule(ProjectDataModule):
             training starts rather than mid-epoch.
         skip_bad_images: with ``check_images``, leave damaged files out (with a warning) instead
             of stopping.
+        folds / fold / fold_seed: k-fold cross-validation: the images outside the test split are
+            cut into ``folds`` folds, stratified by class; fold ``fold`` (0..folds-1) validates and
+            the others train. The folds depend on ``fold_seed`` only. Needs ``val_fraction: 0`` and
+            no ``val/`` folder.
+        fold_group_level: keep the images of one group in one fold, a group being the folder
+            this many levels below the class folder (1: ``<class>/<group>/<images>``, say one
+            patient or one camera).
         loader: batch size, workers and sampling (``LoaderOptions``).
     """
 
@@ -167,9 +174,18 @@ class ImageFolderDataModule(ProjectDataModule):
         split_seed: int = 0,
         check_images: bool = True,
         skip_bad_images: bool = False,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
+        fold_group_level: int | None = None,
         loader: LoaderOptions | None = None,
     ) -> None:
         super().__init__(loader)
+        check_folds(folds, fold, val_fraction)
+        if fold_group_level is not None and (folds is None or fold_group_level < 1):
+            raise UserError(f"data.fold_group_level {fold_group_level} needs data.folds and a level of 1 or more "
+                            "(1: <class>/<group>/<images>)")
+        self.folds, self.fold, self.fold_seed, self.fold_group_level = folds, fold, fold_seed, fold_group_level
         self.data_dir = Path(data_dir)
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.transforms = transforms or ImageTransforms()
@@ -183,6 +199,8 @@ class ImageFolderDataModule(ProjectDataModule):
         if (root / "train").is_dir():
             samples = {}
             train, class_names = scan_class_folders(root / "train")
+            if self.folds is not None and (root / "val").is_dir():
+                check_folds(self.folds, self.fold, 0.0, fixed_validation=f"{root / 'val'}/")
             for split in ("val", "test"):
                 if (root / split).is_dir():
                     samples[split], names = scan_class_folders(root / split)
@@ -203,7 +221,27 @@ class ImageFolderDataModule(ProjectDataModule):
         self.class_names = class_names
         if self.check_images:
             samples = self._without_bad_images(samples)
+        if self.folds is not None:
+            samples["train"], samples["val"] = self._fold(samples["train"] + samples["val"])
         return samples
+
+    def _fold(self, every: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """``(train, validation)`` samples of fold ``fold`` of the images outside the test split."""
+        names = self.class_names or []
+        groups = None
+        if self.fold_group_level is not None:
+            groups, tree = [], self.data_dir / "train" if (self.data_dir / "train").is_dir() else self.data_dir
+            for path, _ in every:
+                below_class = Path(os.path.relpath(path, tree)).parts[1:]
+                if len(below_class) <= self.fold_group_level:
+                    raise UserError(f"{path}: data.fold_group_level {self.fold_group_level} needs each image "
+                                    f"{self.fold_group_level} folder(s) below its class folder (<class>/<group>/<image>)")
+                groups.append(below_class[: self.fold_group_level])
+        train, validation = fold_split(range(len(every)), [names[t] for _, t in every], groups, self.folds,  # type: ignore[arg-type]
+                                       self.fold, self.fold_seed)
+        self.hold_out_fold(self.folds, self.fold, self.fold_seed,  # type: ignore[arg-type]
+                           [os.path.relpath(every[i][0], self.data_dir) for i in validation])
+        return [every[i] for i in train], [every[i] for i in validation]
 
     def _without_bad_images(self, samples: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
         bad = set(unreadable_images([path for split in samples.values() for path, _ in split]))
@@ -257,4 +295,5 @@ class ImageFolderDataModule(ProjectDataModule):
             return hash_files((("predict", path) for path in self.predict_names), self.predict_dir)
         entries = ((f"{split}\t{self.class_names[label]}", path)  # type: ignore[index]
                    for split, samples in self.split_samples.items() for path, label in samples)
-        return {**hash_files(entries, self.data_dir), "samples": {split: len(s) for split, s in self.split_samples.items()}}
+        return {**hash_files(entries, self.data_dir), "samples": {split: len(s) for split, s in self.split_samples.items()},
+                **self.fold_fingerprint()}

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
 from project.datamodules.augment import MIRRORED_DIGITS, BatchAffine
-from project.datamodules.splits import split_sizes
+from project.datamodules.splits import check_folds, fold_split, split_sizes
 from project.datamodules.tensor_batches import SeededStackedTensors, StackedTensors, TensorSplit, keep_batch
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, ResumableSampler, loader_class, seeded_uniforms
 from project.errors import UserError
@@ -133,6 +133,10 @@ class TensorDataModule(ProjectDataModule):
         expand_affine: the rotation, shift and zoom of those copies.
         val_fraction / test_fraction / split_seed: the split; the seed is separate from the
             training seed so that every training seed is tested on the same samples.
+        folds / fold / fold_seed: k-fold cross-validation: the samples outside the test split are
+            cut into ``folds`` folds (stratified by class, by label combination for multilabel
+            targets where each has ``folds`` samples); fold ``fold`` (0..folds-1) validates and the
+            others train. The folds depend on ``fold_seed`` only. Needs ``val_fraction: 0``.
         skip_non_finite: leave out training, validation and test samples whose inputs or targets hold NaN/inf
             (the count is printed) instead of stopping with a message naming the split.
         fast_batches: cut each train/val/test batch from pre-stacked tensors with one
@@ -162,6 +166,9 @@ class TensorDataModule(ProjectDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
         skip_non_finite: bool = False,
         fast_batches: bool = True,
         keep_on_device: bool = False,
@@ -180,6 +187,8 @@ class TensorDataModule(ProjectDataModule):
         self.standardize, self.augment = standardize, augment
         self.expand_train_to, self.expand_affine = expand_train_to, expand_affine or BatchAffine()
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        check_folds(folds, fold, val_fraction)
+        self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
         self.skip_non_finite = skip_non_finite
         self.fast_batches, self.keep_on_device = fast_batches, keep_on_device
         split_sizes(1, val_fraction, test_fraction)  # validate the fractions before any work
@@ -253,6 +262,13 @@ class TensorDataModule(ProjectDataModule):
         generator = torch.Generator().manual_seed(self.split_seed)
         splits = random_split(full, split_sizes(len(full), self.val_fraction, self.test_fraction), generator=generator)
         self.train_set, self.val_set, self.test_set = (TensorSplit(full, split.indices) for split in splits)
+        if self.folds is not None:  # the test split is the same for every fold: random_split's last rows
+            members = self.train_set.indices
+            labels = None if self.task == "regression" else [
+                tuple(row) if targets.ndim == 2 else row for row in targets[members].tolist()]
+            train, validation = fold_split(members, labels, None, self.folds, self.fold, self.fold_seed)
+            self.train_set, self.val_set = TensorSplit(full, train), TensorSplit(full, validation)
+            self.hold_out_fold(self.folds, self.fold, self.fold_seed, validation)
         self.val_set, self.test_set = self.finite_only(self.val_set, "validation"), self.finite_only(self.test_set, "test")
         self.train_set = self.finite_only(self.train_set, "training")  # before the statistics are taken from it
         self.raw_train_rows = self.train_set  # rows of the file, before any expansion: an int8 export calibrates on them
@@ -306,7 +322,8 @@ class TensorDataModule(ProjectDataModule):
         sources = list({id(s.dataset): s.dataset for s in splits.values()}.values())  # type: ignore[union-attr]
         tensors = [t for source in sources for t in source.tensors]
         tensors += [torch.as_tensor(s.indices, dtype=torch.long) for s in splits.values()]  # type: ignore[union-attr]
-        return {"sha256": hash_tensors(tensors), "kind": "tensors", "samples": {k: len(s) for k, s in splits.items()}}  # type: ignore[arg-type]
+        return {"sha256": hash_tensors(tensors), "kind": "tensors", "samples": {k: len(s) for k, s in splits.items()},  # type: ignore[arg-type]
+                **self.fold_fingerprint()}
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: also the training split's statistics, which ``predict`` on new inputs needs."""

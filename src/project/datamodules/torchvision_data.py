@@ -7,7 +7,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
 from project.datamodules.augment import MIRRORED_DIGITS
-from project.datamodules.splits import split_sizes
+from project.datamodules.splits import check_folds, fold_split, split_sizes
 from project.datamodules.transforms import ImageTransforms
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
 from project.errors import UserError
@@ -42,6 +42,9 @@ class TorchvisionDataModule(ProjectDataModule):
             machine fails at once with a message saying which files to put where.
         transforms: resize, channels, augmentation and normalisation (``ImageTransforms``).
         val_fraction / split_seed: the part of the official train set held out for validation.
+        folds / fold / fold_seed: k-fold cross-validation over the official train set, stratified
+            by class: fold ``fold`` (0..folds-1) validates, the others train; the official test set
+            tests every fold. The folds depend on ``fold_seed`` only. Needs ``val_fraction: 0``.
         loader: batch size, workers and sampling (``LoaderOptions``).
     """
 
@@ -53,9 +56,14 @@ class TorchvisionDataModule(ProjectDataModule):
         transforms: ImageTransforms | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
         loader: LoaderOptions | None = None,
     ) -> None:
         super().__init__(loader)
+        check_folds(folds, fold, val_fraction)
+        self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
         if name not in DATASETS:
             raise UserError(f"unknown torchvision dataset {name!r}: choose one of {', '.join(DATASETS)}")
         self.name, self.root, self.download = name, Path(root), download
@@ -87,8 +95,13 @@ class TorchvisionDataModule(ProjectDataModule):
         self.class_names = list(train_full.classes)  # type: ignore[attr-defined]
         sizes = split_sizes(len(train_full), self.val_fraction, 0.0)  # type: ignore[arg-type]
         order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(self.split_seed)).tolist()  # type: ignore[arg-type]
-        self.train_set = Subset(train_full, order[: sizes[0]])
-        self.val_set = Subset(self._open(train=True, transform=eval_transform), order[sizes[0] :])
+        train, validation = order[: sizes[0]], order[sizes[0] :]
+        if self.folds is not None:
+            targets = torch.as_tensor(train_full.targets).tolist()  # type: ignore[attr-defined]
+            train, validation = fold_split(range(len(targets)), targets, None, self.folds, self.fold, self.fold_seed)
+            self.hold_out_fold(self.folds, self.fold, self.fold_seed, validation)
+        self.train_set = Subset(train_full, train)
+        self.val_set = Subset(self._open(train=True, transform=eval_transform), validation)
         self.test_set = self._open(train=False, transform=eval_transform)
         self.predict_set = self.test_set
         self.predict_names = [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
@@ -116,4 +129,5 @@ class TorchvisionDataModule(ProjectDataModule):
         folder = self.root / DATASETS[self.name][1][0].split("/")[0]
         files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
         return {**hash_files((("", path) for path in files), self.root),
-                "samples": {"train": len(self.train_set), "val": len(self.val_set), "test": len(self.test_set)}}  # type: ignore[arg-type]
+                "samples": {"train": len(self.train_set), "val": len(self.val_set), "test": len(self.test_set)},  # type: ignore[arg-type]
+                **self.fold_fingerprint()}

@@ -1,6 +1,7 @@
 """The data-module contract: what a data module gives the rest of the template, and the loaders that
 make one device and N devices, with or without gradient accumulation, train the same model."""
 
+import hashlib
 import math
 import os
 import signal
@@ -104,6 +105,7 @@ class ProjectDataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.loader = loader or LoaderOptions()
         self.training_partners = False  # pair_training_samples()
+        self.validation_fold: dict[str, Any] | None = None  # hold_out_fold()
         if self.loader.batch_size is not None and self.loader.global_batch_size is not None:
             raise UserError(f"set data.loader.global_batch_size or data.loader.batch_size, not both (got "
                             f"{self.loader.global_batch_size} and {self.loader.batch_size}): for a fixed per-device "
@@ -136,6 +138,21 @@ class ProjectDataModule(LightningDataModule):
         splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set, "predict": self.predict_set}
         return {"sha256": None, "note": f"{type(self).__name__} does not override fingerprint(stage)",
                 "samples": {name: len(s) for name, s in splits.items() if s is not None}}  # type: ignore[arg-type]
+
+    def hold_out_fold(self, folds: int, fold: int, seed: int, validation: list[Any]) -> None:
+        """Say that this run validates on fold ``fold`` of ``folds`` (cross-validation, ``data.folds``),
+        which holds the samples ``validation`` (row indices, file paths): every checkpoint saves them,
+        ``record.json`` their count and hash (``fold_fingerprint``)."""
+        self.validation_fold = {"folds": folds, "fold": fold, "seed": seed, "validation": list(validation)}
+
+    def fold_fingerprint(self) -> dict[str, Any]:
+        """For ``fingerprint``: the fold this run validates on, or nothing without folds."""
+        if self.validation_fold is None:
+            return {}
+        members = "\n".join(map(str, self.validation_fold["validation"])).encode()
+        return {"fold": {**{k: v for k, v in self.validation_fold.items() if k != "validation"},
+                         "validation_samples": len(self.validation_fold["validation"]),
+                         "validation_sha256": hashlib.sha256(members).hexdigest()}}
 
     def random_training_inputs(self) -> str | None:
         """What makes a training input differ between epochs (an augmentation), or ``None`` when
@@ -241,7 +258,8 @@ class ProjectDataModule(LightningDataModule):
         the loader after restoring a checkpoint; the lr schedule needs the epoch's length in
         ``configure_optimizers``, which makes Lightning build the loader before. The data module's
         state is restored before that (Lightning 2.6.6, engine.internals), so it carries the position."""
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+        state = {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+        return {**state, "validation_fold": self.validation_fold} if self.validation_fold is not None else state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._train_loader_state = state_dict.get("train_loader")

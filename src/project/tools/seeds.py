@@ -1,7 +1,11 @@
-"""One config over several seeds, and each metric's mean, spread and range: ``python seeds.py``.
+"""One config over several seeds, or k folds, and each metric's mean, spread and range: ``python seeds.py``.
 
 For every seed: ``train.py fit --seed_everything=SEED`` and then ``train.py test`` on the best
 checkpoint that fit selected, each an ordinary run in ``runs/seeds/<name>/version_N/seed_SEED/``.
+With ``--folds K``, every seed runs once per fold (``--data.folds K --data.fold I``, fold I
+validating), in ``fold_I/seed_SEED/``; the summary is then over all folds and seeds, and per fold.
+``--resume`` goes on in the newest such folder: finished runs are not run again, a fit that was
+stopped continues from its last checkpoint (``--resume auto``).
 The numbers come from each run's ``record.json`` (``project.engine.callbacks.RunRecord``): the last
 epoch's metrics and the best checkpoint's score from fit, the test metrics from test.
 """
@@ -21,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from project.engine.loggers import claim_version_folder
+from project.errors import UserError
 from project.engine.paths import train_command
 from project.tools.processes import Devices, Runs, Stopped, find_record, last_error, tool_folder
 
@@ -30,25 +35,44 @@ SUMMARY_COLUMNS = ("metric", "mean", "std", "min", "max", "seeds")
 @dataclass
 class SeedResult:
     seed: int
+    fold: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     error: str | None = None
 
 
+def finished_record(home: Path, subcommand: str) -> dict[str, Any] | None:
+    """``find_record``'s record, or ``None`` when no ``subcommand`` run under ``home`` finished."""
+    try:
+        return find_record(home, subcommand)
+    except UserError:
+        return None
+
+
 class SeedRuns:
-    def __init__(self, fit_args: list[str], folder: Path, parallel: int, test: bool) -> None:
-        self.fit_args, self.folder, self.test = fit_args, folder, test
+    def __init__(self, fit_args: list[str], folder: Path, parallel: int, test: bool, folds: int | None = None) -> None:
+        self.fit_args, self.folder, self.test, self.folds = fit_args, folder, test, folds
         self.devices, self.runs = Devices(parallel), Runs()
 
-    def run(self, seed: int) -> SeedResult:
-        """fit, then test the checkpoint fit selected; the metrics both recorded."""
-        result, home = SeedResult(seed), self.folder / f"seed_{seed}"
+    def jobs(self, seeds: list[int]) -> list[tuple[int | None, int]]:
+        """``(fold, seed)`` pairs, fold by fold; the fold is ``None`` without ``--folds``."""
+        return [(fold, seed) for fold in (range(self.folds) if self.folds else [None]) for seed in seeds]
+
+    def run(self, job: tuple[int | None, int]) -> SeedResult:
+        """fit, then test the checkpoint fit selected; the metrics both recorded. What finished in an
+        earlier, stopped run of seeds.py (``--resume``) is read, not run again."""
+        fold, seed = job
+        result = SeedResult(seed, fold)
+        home = self.folder / (f"fold_{fold}" if fold is not None else "") / f"seed_{seed}"
         with self.devices.take() as env:
-            fit_args = [*self.fit_args, f"--seed_everything={seed}", f"--trainer.default_root_dir={home}"]
-            if self.runs.run(train_command("fit", fit_args), home / "fit.log", env) != 0:
-                result.error = f"fit: {last_error(home / 'fit.log')} (output: {home / 'fit.log'})"
-                return result
-            fit = find_record(home, "fit")
+            fold_args = [] if fold is None else [f"--data.folds={self.folds}", f"--data.fold={fold}", "--data.val_fraction=0"]
+            fit_args = [*self.fit_args, *fold_args, f"--seed_everything={seed}", f"--trainer.default_root_dir={home}"]
+            if (fit := finished_record(home, "fit")) is None:
+                again = ["--resume=auto"] if home.is_dir() else []  # a fit stopped part-way goes on from its last checkpoint
+                if self.runs.run(train_command("fit", [*fit_args, *again]), home / "fit.log", env) != 0:
+                    result.error = f"fit: {last_error(home / 'fit.log')} (output: {home / 'fit.log'})"
+                    return result
+                fit = find_record(home, "fit")
             results = fit["results"]
             result.runs.append(fit["folder"])
             result.metrics.update({k: v for k, v in results["metrics"].items() if "/" in k})  # not lr-<Optimizer>
@@ -58,10 +82,11 @@ class SeedRuns:
             if not self.test or not checkpoint:
                 return result
             test_args = ["--config", str(Path(fit["folder"]) / "config.yaml"), "--ckpt_path", checkpoint]
-            if self.runs.run(train_command("test", test_args), home / "test.log", env) != 0:
-                result.error = f"test: {last_error(home / 'test.log')} (output: {home / 'test.log'})"
-                return result
-            test = find_record(home, "test")
+            if (test := finished_record(home, "test")) is None:
+                if self.runs.run(train_command("test", test_args), home / "test.log", env) != 0:
+                    result.error = f"test: {last_error(home / 'test.log')} (output: {home / 'test.log'})"
+                    return result
+                test = find_record(home, "test")
             result.runs.append(test["folder"])
             result.metrics.update(test["results"]["metrics"])
         return result
@@ -86,8 +111,8 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
         writer.writerows(rows)
 
 
-def print_summary(rows: list[dict[str, Any]], seeds: list[int], folder: Path) -> None:
-    table = Table(title=f"{len(seeds)} seeds ({' '.join(map(str, seeds))})", caption=str(folder))
+def print_summary(rows: list[dict[str, Any]], title: str, folder: Path) -> None:
+    table = Table(title=title, caption=str(folder))
     for column in SUMMARY_COLUMNS:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in rows:
@@ -112,10 +137,39 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--parallel", type=int, default=1, help="seeds at a time, each on its own GPU(s) (default 1)")
     parser.add_argument("--no-test", dest="test", action="store_false", help="fit only (for data without a test split)")
     parser.add_argument("--name", help="runs go to runs/seeds/NAME/version_N/ (default: the config's run name)")
+    parser.add_argument("--folds", type=int, help="k-fold cross-validation: each seed once per fold (--data.folds K "
+                        "--data.fold I), summarized over all and per fold")
+    parser.add_argument("--resume", action="store_true", help="go on in the newest runs/seeds/NAME/version_N/: what "
+                        "finished is read, not run again; a stopped fit continues from its last checkpoint")
     options, fit_args = parser.parse_known_args(argv)
     if len(set(options.seeds)) != len(options.seeds):
         parser.error("--seeds lists a seed twice")
+    if options.folds is not None and options.folds < 2:
+        parser.error(f"--folds must be 2 or more, got {options.folds}")
+    if any(arg.split("=")[0] in ("--data.folds", "--data.fold") for arg in fit_args):
+        parser.error("--folds sets --data.folds and --data.fold for each run: leave those out")
     return options, fit_args
+
+
+def wandb_group(config: Any, folder: Path) -> list[str]:
+    """With a W&B logger that names no group: the option that puts every run of this folder (each
+    fold and seed) in one W&B group, named after the folder."""
+    logger = config["trainer"].get("logger")
+    class_path = str(logger.get("class_path", "")) if hasattr(logger, "get") else ""
+    init_args = logger.get("init_args") if hasattr(logger, "get") else None
+    if "Wandb" not in class_path or (init_args and init_args.get("group")):
+        return []
+    return [f"--trainer.logger.init_args.group={folder.parent.name}-{folder.name}"]
+
+
+def run_folder(root: Path, resume: bool) -> Path:
+    """A new ``root/version_N``, or with ``resume`` the newest one there."""
+    if not resume:
+        return root / f"version_{claim_version_folder(root, 0)}"
+    versions = sorted((p for p in root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]))
+    if not versions:
+        raise UserError(f"--resume: no earlier run under {root} to go on with")
+    return versions[-1]
 
 
 def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
@@ -125,30 +179,42 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
     with exit_on_user_error():
         config = parse_fit_arguments(fit_args, rooms)
         root = tool_folder(config, "seeds") / (options.name or run_name(config))
-        folder = root / f"version_{claim_version_folder(root, 0)}"
-        runner = SeedRuns(fit_args, folder.resolve(), options.parallel, options.test)
-        print(f"{len(options.seeds)} seeds, {options.parallel} at a time; runs go to {folder}", flush=True)
+        folder = run_folder(root, options.resume)
+        runner = SeedRuns([*fit_args, *wandb_group(config, folder)], folder.resolve(), options.parallel, options.test, options.folds)
+        jobs = runner.jobs(options.seeds)
+        what = f"{len(options.seeds)} seeds" + (f" x {options.folds} folds" if options.folds else "")
+        print(f"{what}, {options.parallel} at a time; runs go to {folder}", flush=True)
         runner.runs.stop_on_signals()
         try:
             with ThreadPoolExecutor(max_workers=options.parallel) as pool:
                 results = []
-                for result in pool.map(runner.run, options.seeds):
+                for result in pool.map(runner.run, jobs):
                     results.append(result)
                     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith(("test/acc", "test/loss")))
-                    print(f"seed {result.seed}: {result.error or shown or 'done'}", flush=True)
+                    where = f"fold {result.fold} seed {result.seed}" if result.fold is not None else f"seed {result.seed}"
+                    print(f"{where}: {result.error or shown or 'done'}", flush=True)
         except Stopped as stop:
-            print(f"stopped by {stop}; the seeds that finished are in {folder}", file=sys.stderr)
+            print(f"stopped by {stop}; the runs that finished are in {folder} (seeds.py --resume goes on there)", file=sys.stderr)
             sys.exit(stop.exit_code)
         done = [r for r in results if r.error is None]
         rows = summarize(done)
-        per_seed = [{"seed": r.seed, **r.metrics, "runs": " ".join(r.runs)} for r in done]
+        fold_column = ["fold"] if options.folds else []
+        per_run = [{**({"fold": r.fold} if options.folds else {}), "seed": r.seed, **r.metrics, "runs": " ".join(r.runs)} for r in done]
         write_csv(folder / "summary.csv", rows, list(SUMMARY_COLUMNS))
-        write_csv(folder / "seeds.csv", per_seed, ["seed", *(row["metric"] for row in rows), "runs"])
+        write_csv(folder / "seeds.csv", per_run, [*fold_column, "seed", *(row["metric"] for row in rows), "runs"])
+        if options.folds:
+            per_fold = [{"fold": fold, **row} for fold in range(options.folds)
+                        for row in summarize([r for r in done if r.fold == fold])]
+            write_csv(folder / "folds.csv", per_fold, ["fold", *SUMMARY_COLUMNS])
         if rows:
-            print_summary(rows, [r.seed for r in done], folder)
-        print(f"summary: {folder / 'summary.csv'}, each seed: {folder / 'seeds.csv'}")
+            seeds = list(dict.fromkeys(r.seed for r in done))
+            folds_done = sorted({r.fold for r in done if r.fold is not None})
+            print_summary(rows, f"{len(seeds)} seeds ({' '.join(map(str, seeds))})"
+                          + (f" x {len(folds_done)} folds ({' '.join(map(str, folds_done))})" if folds_done else ""), folder)
+        print(f"summary: {folder / 'summary.csv'}, each run: {folder / 'seeds.csv'}"
+              + (f", each fold: {folder / 'folds.csv'}" if options.folds else ""))
         failed = [r for r in results if r.error is not None]
         if failed:
-            print(f"error: {len(failed)} of {len(results)} seeds failed: " + "; ".join(f"seed {r.seed}: {r.error}" for r in failed),
-                  file=sys.stderr)
+            print(f"error: {len(failed)} of {len(results)} runs failed: " + "; ".join(
+                f"{'fold %d ' % r.fold if r.fold is not None else ''}seed {r.seed}: {r.error}" for r in failed), file=sys.stderr)
             sys.exit(1)
