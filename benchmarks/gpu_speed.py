@@ -125,7 +125,8 @@ def resnet_against_plain_loop(quick: bool, device: str) -> list[tuple]:
     options = vs_plain_loop.arguments([
         "--cases", "resnet18_head", "resnet18_full", "--device", device,
         "--epochs", "2" if quick else "3", "--images", "64" if quick else "4096",
-        "--image-size", "32" if quick else "224", "--workers", "0" if quick else "8"])
+        "--image-size", "32" if quick else "224", "--workers", "0" if quick else "8",
+        "--rounds", "1"])  # one turn each: the GPU check has minutes, not the ten a third ResNet round would take
     with contextlib.redirect_stdout(io.StringIO()):
         rows = vs_plain_loop.compare(options)
     for name, plain, _bare, template, *_ in rows:

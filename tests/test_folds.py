@@ -120,18 +120,24 @@ def read_rows(path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_seeds_py_runs_every_fold_goes_on_after_sigkill_without_rerunning_a_finished_fold_and_sums_up_each_fold(tmp_path):
+def test_cross_validation_goes_on_after_sigkill_and_in_slurm_array_tasks_without_rerunning_a_finished_fold(tmp_path):
+    """seeds.py --folds 3 is killed once fold 0 has finished; an array task of scripts/cv.sbatch then
+    runs fold 2 alone in the same folder, and seeds.py --resume runs fold 1, reads the others and
+    sums up all three as their own metrics files say (fit only: tests/test_recipes.py covers the
+    test runs seeds.py adds)."""
     import math
+    import os
     import signal
     import statistics
     import subprocess
     import sys
     import time
 
-    command = [sys.executable, str(REPO / "seeds.py"), "--seeds", "0", "--folds", "3", "--config", str(REPO / "configs" / "two_layer_digits.yaml"),
-               "--trainer.max_epochs=3", *QUIET]
-    folder = tmp_path / "runs" / "seeds" / "two_layer_digits" / "version_0"
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    options = ["--folds", "3", "--seeds", "0", "--no-test", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=2",
+               f"--trainer.default_root_dir={tmp_path / 'runs'}", *QUIET]
+    seeds_py = [sys.executable, str(REPO / "seeds.py"), "--resume", "--name", "cv-7", *options]
+    folder = tmp_path / "runs" / "seeds" / "cv-7" / "version_0"
+    first = subprocess.Popen(seeds_py, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not (folder / "fold_1" / "seed_0").is_dir():  # fold 0 fit and tested, fold 1 started
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.stdout else ""
@@ -139,9 +145,27 @@ def test_seeds_py_runs_every_fold_goes_on_after_sigkill_without_rerunning_a_fini
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
     fold_0 = sorted(str(p) for p in (folder / "fold_0").rglob("record.json"))
-    assert len(fold_0) == 2  # its fit and its test
+    assert len(fold_0) == 1  # its fit (--no-test: the summary is of validation metrics)
 
-    again = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    slurm = {"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "2", "SLURM_SUBMIT_DIR": str(REPO)}
+    task = subprocess.run(["bash", str(REPO / "scripts" / "cv.sbatch"), *options], env={**os.environ, **slurm},
+                          capture_output=True, text=True, timeout=600)
+    assert task.returncode == 0, task.stdout + task.stderr
+    assert "1 seeds (0) x 1 folds (2)" in task.stdout and not list((folder / "fold_1").rglob("record.json"))
+
+    def still_training(home: Path) -> bool:  # the killed runner's fit got SIGTERM with its parent's death
+        marker = f"--trainer.default_root_dir={home}".encode()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if marker in cmdline.read_bytes():
+                    return True
+            except OSError:  # the process ended meanwhile
+                continue
+        return False
+
+    while still_training(folder / "fold_1" / "seed_0") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    again = subprocess.run(seeds_py, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted(str(p) for p in (folder / "fold_0").rglob("record.json")) == fold_0  # not run again
     assert "1 seeds (0) x 3 folds (0 1 2)" in again.stdout
@@ -151,15 +175,14 @@ def test_seeds_py_runs_every_fold_goes_on_after_sigkill_without_rerunning_a_fini
     recorded = [json.loads((Path(row["runs"].split()[0]) / "record.json").read_text())["data"]["fold"] for row in per_run]
     assert [fold["fold"] for fold in recorded] == [0, 1, 2] and {fold["folds"] for fold in recorded} == {3}
     accuracies = []
-    for row in per_run:  # the summary is the runs' own test metrics
-        test_run = Path(row["runs"].split()[1])
-        [test_row] = [r for r in read_rows(test_run / "metrics.csv") if r.get("test/acc")]
-        accuracies.append(float(test_row["test/acc"]))
-        assert float(row["test/acc"]) == pytest.approx(accuracies[-1], abs=1e-6)
+    for row in per_run:  # the summary is the runs' own metrics: the last epoch's validation accuracy
+        fit_run = Path(row["runs"].split()[0])
+        accuracies.append(float([r for r in read_rows(fit_run / "metrics.csv") if r.get("val/acc")][-1]["val/acc"]))
+        assert float(row["val/acc"]) == pytest.approx(accuracies[-1], abs=1e-6)
     summary = {row["metric"]: row for row in read_rows(folder / "summary.csv")}
-    assert float(summary["test/acc"]["mean"]) == pytest.approx(statistics.fmean(accuracies), abs=1e-6)
-    assert math.isclose(float(summary["test/acc"]["std"]), statistics.stdev(accuracies), abs_tol=1e-6)
-    per_fold = [row for row in read_rows(folder / "folds.csv") if row["metric"] == "test/acc"]
+    assert float(summary["val/acc"]["mean"]) == pytest.approx(statistics.fmean(accuracies), abs=1e-6)
+    assert math.isclose(float(summary["val/acc"]["std"]), statistics.stdev(accuracies), abs_tol=1e-6)
+    per_fold = [row for row in read_rows(folder / "folds.csv") if row["metric"] == "val/acc"]
     assert [float(row["mean"]) for row in per_fold] == pytest.approx(accuracies, abs=1e-6)
 
 

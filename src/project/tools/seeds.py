@@ -54,9 +54,10 @@ class SeedRuns:
         self.fit_args, self.folder, self.test, self.folds = fit_args, folder, test, folds
         self.devices, self.runs = Devices(parallel), Runs()
 
-    def jobs(self, seeds: list[int]) -> list[tuple[int | None, int]]:
-        """``(fold, seed)`` pairs, fold by fold; the fold is ``None`` without ``--folds``."""
-        return [(fold, seed) for fold in (range(self.folds) if self.folds else [None]) for seed in seeds]
+    def jobs(self, seeds: list[int], only_folds: list[int] | None = None) -> list[tuple[int | None, int]]:
+        """``(fold, seed)`` pairs, fold by fold (``only_folds``, or all); the fold is ``None`` without ``--folds``."""
+        folds = (only_folds or range(self.folds)) if self.folds else [None]
+        return [(fold, seed) for fold in folds for seed in seeds]
 
     def run(self, job: tuple[int | None, int]) -> SeedResult:
         """fit, then test the checkpoint fit selected; the metrics both recorded. What finished in an
@@ -139,13 +140,18 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--name", help="runs go to runs/seeds/NAME/version_N/ (default: the config's run name)")
     parser.add_argument("--folds", type=int, help="k-fold cross-validation: each seed once per fold (--data.folds K "
                         "--data.fold I), summarized over all and per fold")
-    parser.add_argument("--resume", action="store_true", help="go on in the newest runs/seeds/NAME/version_N/: what "
-                        "finished is read, not run again; a stopped fit continues from its last checkpoint")
+    parser.add_argument("--fold", type=int, nargs="+", help="with --folds: run only these folds (one SLURM array "
+                        "task each, with --resume and a --name of their own; a last --resume without --fold sums up all)")
+    parser.add_argument("--resume", action="store_true", help="go on in the newest runs/seeds/NAME/version_N/ (version_0 "
+                        "when there is none): what finished is read, not run again; a stopped fit continues from its last checkpoint")
     options, fit_args = parser.parse_known_args(argv)
     if len(set(options.seeds)) != len(options.seeds):
         parser.error("--seeds lists a seed twice")
     if options.folds is not None and options.folds < 2:
         parser.error(f"--folds must be 2 or more, got {options.folds}")
+    if options.fold is not None and (options.folds is None or not all(0 <= f < options.folds for f in options.fold)):
+        parser.error(f"--fold takes folds 0..K-1 of --folds K, got --fold {' '.join(map(str, options.fold))}"
+                     + ("" if options.folds else " without --folds"))
     if any(arg.split("=")[0] in ("--data.folds", "--data.fold") for arg in fit_args):
         parser.error("--folds sets --data.folds and --data.fold for each run: leave those out")
     return options, fit_args
@@ -167,8 +173,9 @@ def run_folder(root: Path, resume: bool) -> Path:
     if not resume:
         return root / f"version_{claim_version_folder(root, 0)}"
     versions = sorted((p for p in root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]))
-    if not versions:
-        raise UserError(f"--resume: no earlier run under {root} to go on with")
+    if not versions:  # the first of several tasks that go on in one folder (a SLURM array) makes it
+        (root / "version_0").mkdir(parents=True, exist_ok=True)
+        return root / "version_0"
     return versions[-1]
 
 
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
         root = tool_folder(config, "seeds") / (options.name or run_name(config))
         folder = run_folder(root, options.resume)
         runner = SeedRuns([*fit_args, *wandb_group(config, folder)], folder.resolve(), options.parallel, options.test, options.folds)
-        jobs = runner.jobs(options.seeds)
+        jobs = runner.jobs(options.seeds, options.fold)
         what = f"{len(options.seeds)} seeds" + (f" x {options.folds} folds" if options.folds else "")
         print(f"{what}, {options.parallel} at a time; runs go to {folder}", flush=True)
         runner.runs.stop_on_signals()
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
         write_csv(folder / "summary.csv", rows, list(SUMMARY_COLUMNS))
         write_csv(folder / "seeds.csv", per_run, [*fold_column, "seed", *(row["metric"] for row in rows), "runs"])
         if options.folds:
-            per_fold = [{"fold": fold, **row} for fold in range(options.folds)
+            per_fold = [{"fold": fold, **row} for fold in sorted({r.fold for r in done})
                         for row in summarize([r for r in done if r.fold == fold])]
             write_csv(folder / "folds.csv", per_fold, ["fold", *SUMMARY_COLUMNS])
         if rows:
