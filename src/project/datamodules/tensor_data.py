@@ -264,8 +264,9 @@ class TensorDataModule(ProjectDataModule):
         self.train_set, self.val_set, self.test_set = (TensorSplit(full, split.indices) for split in splits)
         if self.folds is not None:  # the test split is the same for every fold: random_split's last rows
             members = self.train_set.indices
-            labels = None if self.task == "regression" else [
-                tuple(row) if targets.ndim == 2 else row for row in targets[members].tolist()]
+            names = self.class_names or []
+            labels = None if self.task == "regression" else [  # class names, or label combinations (multilabel)
+                tuple(row) if targets.ndim == 2 else names[row] for row in targets[members].tolist()]
             train, validation = fold_split(members, labels, None, self.folds, self.fold, self.fold_seed)
             self.train_set, self.val_set = TensorSplit(full, train), TensorSplit(full, validation)
             self.hold_out_fold(self.folds, self.fold, self.fold_seed, validation)
