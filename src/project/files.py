@@ -4,6 +4,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from project.errors import UserError
 
@@ -21,3 +22,14 @@ def write_whole(path: Path, write: Callable[[Path], None]) -> None:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {error.strerror or error}; nothing was written") from error
+
+
+def write_figure(figure: Any, path: Path, **savefig: Any) -> None:
+    """A matplotlib figure saved whole as ``write_whole`` saves files, then closed (also when the
+    disk refuses it)."""
+    import matplotlib.pyplot as plt  # only where a figure is drawn
+
+    try:
+        write_whole(path, lambda partial: figure.savefig(partial, **savefig))
+    finally:
+        plt.close(figure)

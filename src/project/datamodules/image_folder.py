@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 
-from project.datamodules.splits import check_folds, fold_split, stratified_split
+from project.datamodules.splits import check_folds, fold_split, refuse_fixed_validation, stratified_split
 from project.datamodules.transforms import ImageTransforms
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
 from project.errors import UserError
@@ -200,7 +200,7 @@ class ImageFolderDataModule(ProjectDataModule):
             samples = {}
             train, class_names = scan_class_folders(root / "train")
             if self.folds is not None and (root / "val").is_dir():
-                check_folds(self.folds, self.fold, 0.0, fixed_validation=f"{root / 'val'}/")
+                refuse_fixed_validation(self.fold, f"{root / 'val'}/")
             for split in ("val", "test"):
                 if (root / split).is_dir():
                     samples[split], names = scan_class_folders(root / split)

@@ -40,7 +40,7 @@ def stratified_split(
     return tuple(sorted(s) for s in splits)  # type: ignore[return-value]
 
 
-def check_folds(folds: int | None, fold: int, val_fraction: float, fixed_validation: str | None = None) -> None:
+def check_folds(folds: int | None, fold: int, val_fraction: float) -> None:
     """Refuse, in one line, fold options that cannot make a cross-validation split."""
     if folds is None:
         if fold != 0:
@@ -53,9 +53,12 @@ def check_folds(folds: int | None, fold: int, val_fraction: float, fixed_validat
     if val_fraction:
         raise UserError(f"data.folds makes fold {fold} the validation split, so data.val_fraction {val_fraction} would cut a "
                         "second one: add --data.val_fraction 0")
-    if fixed_validation is not None:
-        raise UserError(f"data.folds makes fold {fold} the validation split, but {fixed_validation} is a validation split "
-                        "of its own: move its files into the class folders, or leave data.folds out")
+
+
+def refuse_fixed_validation(fold: int, folder: str) -> None:
+    """Folds beside a validation split that the data fixes (a ``val/`` folder): one line."""
+    raise UserError(f"data.folds makes fold {fold} the validation split, but {folder} is a validation split "
+                    "of its own: move its files into the class folders, or leave data.folds out")
 
 
 def fold_split(members: Sequence[int], labels: Sequence[Any] | None, groups: Sequence[Any] | None, folds: int, fold: int,

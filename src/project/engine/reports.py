@@ -6,14 +6,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: works with no display, on every rank and in CI
-import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_info  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from torchmetrics import ConfusionMatrix  # noqa: E402
 
-from project.files import write_whole  # noqa: E402
+from project.files import write_figure, write_whole  # noqa: E402
 
 
 def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class_names: list[str], folder: Path) -> Path:
@@ -41,9 +40,6 @@ def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class
     accuracy = matrix.trace().item() / max(matrix.sum().item(), 1)
     axis.set_title(f"confusion matrix (accuracy {accuracy:.4f})")
     path = folder / "confusion_matrix.png"
-    try:
-        write_whole(path, lambda partial: figure.savefig(partial, dpi=100, bbox_inches="tight"))
-    finally:
-        plt.close(figure)
+    write_figure(figure, path, dpi=100, bbox_inches="tight")
     rank_zero_info(f"Wrote the confusion matrix to {folder / 'confusion_matrix.csv'} and {path}")
     return path

@@ -40,6 +40,10 @@ class SeedResult:
     runs: list[str] = field(default_factory=list)
     error: str | None = None
 
+    @property
+    def label(self) -> str:
+        return f"fold {self.fold} seed {self.seed}" if self.fold is not None else f"seed {self.seed}"
+
 
 def finished_record(home: Path, subcommand: str) -> dict[str, Any] | None:
     """``find_record``'s record, or ``None`` when no ``subcommand`` run under ``home`` finished."""
@@ -122,11 +126,17 @@ def print_summary(rows: list[dict[str, Any]], title: str, folder: Path) -> None:
     Console(highlight=False, markup=False).print(table)
 
 
+def logger_settings(config: Any) -> tuple[str, Any]:
+    """The config's logger: its class path and its ``init_args`` (empty ones without a logger)."""
+    logger = config["trainer"].get("logger")
+    if not hasattr(logger, "get"):  # false, or none given
+        return "", {}
+    return str(logger.get("class_path", "")), logger.get("init_args") or {}
+
+
 def run_name(config: Any) -> str:
     """The config's run name (``trainer.logger.init_args.name``), or ``run``."""
-    logger = config["trainer"].get("logger")
-    init_args = logger.get("init_args") if hasattr(logger, "get") else None
-    return str(init_args.get("name") or "run") if init_args else "run"
+    return str(logger_settings(config)[1].get("name") or "run")
 
 
 def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -160,15 +170,13 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def wandb_group(config: Any, folder: Path) -> list[str]:
     """With a W&B logger that names no group: the option that puts every run of this folder (each
     fold and seed) in one W&B group, named after the folder."""
-    logger = config["trainer"].get("logger")
-    class_path = str(logger.get("class_path", "")) if hasattr(logger, "get") else ""
-    init_args = logger.get("init_args") if hasattr(logger, "get") else None
-    if "Wandb" not in class_path or (init_args and init_args.get("group")):
+    class_path, init_args = logger_settings(config)
+    if "Wandb" not in class_path or init_args.get("group"):
         return []
     return [f"--trainer.logger.init_args.group={folder.parent.name}-{folder.name}"]
 
 
-def run_folder(root: Path, resume: bool) -> Path:
+def seeds_folder(root: Path, resume: bool) -> Path:
     """A new ``root/version_N``, or with ``resume`` the newest one there."""
     if not resume:
         return root / f"version_{claim_version_folder(root, 0)}"
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
     with exit_on_user_error():
         config = parse_fit_arguments(fit_args, rooms)
         root = tool_folder(config, "seeds") / (options.name or run_name(config))
-        folder = run_folder(root, options.resume)
+        folder = seeds_folder(root, options.resume)
         runner = SeedRuns([*fit_args, *wandb_group(config, folder)], folder.resolve(), options.parallel, options.test, options.folds)
         jobs = runner.jobs(options.seeds, options.fold)
         what = f"{len(options.seeds)} seeds" + (f" x {options.folds} folds" if options.folds else "")
@@ -198,8 +206,7 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
                 for result in pool.map(runner.run, jobs):
                     results.append(result)
                     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith(("test/acc", "test/loss")))
-                    where = f"fold {result.fold} seed {result.seed}" if result.fold is not None else f"seed {result.seed}"
-                    print(f"{where}: {result.error or shown or 'done'}", flush=True)
+                    print(f"{result.label}: {result.error or shown or 'done'}", flush=True)
         except Stopped as stop:
             print(f"stopped by {stop}; the runs that finished are in {folder} (seeds.py --resume goes on there)", file=sys.stderr)
             sys.exit(stop.exit_code)
@@ -222,6 +229,6 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
               + (f", each fold: {folder / 'folds.csv'}" if options.folds else ""))
         failed = [r for r in results if r.error is not None]
         if failed:
-            print(f"error: {len(failed)} of {len(results)} runs failed: " + "; ".join(
-                f"{'fold %d ' % r.fold if r.fold is not None else ''}seed {r.seed}: {r.error}" for r in failed), file=sys.stderr)
+            print(f"error: {len(failed)} of {len(results)} runs failed: " + "; ".join(f"{r.label}: {r.error}" for r in failed),
+                  file=sys.stderr)
             sys.exit(1)

@@ -7,7 +7,7 @@ import matplotlib
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from project.engine.loggers import log_picture, run_folder
-from project.files import write_whole
+from project.files import write_figure
 
 matplotlib.use("Agg")  # files only: works with no display, on every rank and in CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -36,10 +36,7 @@ def plot_training_curves(series: Series, path: Path, title: str = "") -> Path:
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write_whole(path, lambda partial: figure.savefig(partial, dpi=100))
-    finally:
-        plt.close(figure)
+    write_figure(figure, path, dpi=100)
     return path
 
 
