@@ -4,10 +4,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import QUIET, REPO, make_image_tree, write_png
+from conftest import QUIET, REPO, make_image_tree, read_csv, write_png
 from project.datamodules import ImageFolderDataModule, ImageTransforms, LoaderOptions, TensorDataModule
 from project.errors import UserError
 
@@ -112,19 +113,12 @@ def test_more_folds_than_a_class_or_the_groups_hold_is_refused(tmp_path):
         flat.setup("fit")
 
 
-def read_rows(path) -> list[dict[str, str]]:
-    import csv
-
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.slow
 def test_cross_validation_goes_on_after_sigkill_and_in_slurm_array_tasks_without_rerunning_a_finished_fold(tmp_path):
     """seeds.py --folds 3 is killed once fold 0 has finished; an array task of scripts/cv.sbatch then
     runs fold 2 alone in the same folder, and seeds.py --resume runs fold 1, reads the others and
-    sums up all three as their own metrics files say (fit only: tests/test_recipes.py covers the
-    test runs seeds.py adds)."""
+    sums up all three as their own metrics files say, with the out-of-fold predictions (every
+    sample outside the test split once) and the fold ensemble's test accuracy."""
     import math
     import os
     import signal
@@ -133,7 +127,7 @@ def test_cross_validation_goes_on_after_sigkill_and_in_slurm_array_tasks_without
     import sys
     import time
 
-    options = ["--folds", "3", "--seeds", "0", "--no-test", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=2",
+    options = ["--folds", "3", "--seeds", "0", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=2",
                f"--trainer.default_root_dir={tmp_path / 'runs'}", *QUIET]
     seeds_py = [sys.executable, str(REPO / "seeds.py"), "--resume", "--name", "cv-7", *options]
     folder = tmp_path / "runs" / "seeds" / "cv-7" / "version_0"
@@ -145,7 +139,7 @@ def test_cross_validation_goes_on_after_sigkill_and_in_slurm_array_tasks_without
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
     fold_0 = sorted(str(p) for p in (folder / "fold_0").rglob("record.json"))
-    assert len(fold_0) == 1  # its fit (--no-test: the summary is of validation metrics)
+    assert len(fold_0) == 3  # its fit, test and validation fold's predictions
 
     slurm = {"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "2", "SLURM_SUBMIT_DIR": str(REPO)}
     task = subprocess.run(["bash", str(REPO / "scripts" / "cv.sbatch"), *options], env={**os.environ, **slurm},
@@ -170,20 +164,36 @@ def test_cross_validation_goes_on_after_sigkill_and_in_slurm_array_tasks_without
     assert sorted(str(p) for p in (folder / "fold_0").rglob("record.json")) == fold_0  # not run again
     assert "1 seeds (0) x 3 folds (0 1 2)" in again.stdout
 
-    per_run = read_rows(folder / "seeds.csv")
-    assert [row["fold"] for row in per_run] == ["0", "1", "2"]
-    recorded = [json.loads((Path(row["runs"].split()[0]) / "record.json").read_text())["data"]["fold"] for row in per_run]
+    per_run = read_csv(folder / "seeds.csv")
+    assert [row["fold"] for row in per_run] == ["0", "1", "2", "all"]
+    recorded = [json.loads((Path(row["runs"].split()[0]) / "record.json").read_text())["data"]["fold"] for row in per_run[:3]]
     assert [fold["fold"] for fold in recorded] == [0, 1, 2] and {fold["folds"] for fold in recorded} == {3}
     accuracies = []
-    for row in per_run:  # the summary is the runs' own metrics: the last epoch's validation accuracy
+    for row in per_run[:3]:  # the summary is the runs' own metrics: the last epoch's validation accuracy
         fit_run = Path(row["runs"].split()[0])
-        accuracies.append(float([r for r in read_rows(fit_run / "metrics.csv") if r.get("val/acc")][-1]["val/acc"]))
+        accuracies.append(float([r for r in read_csv(fit_run / "metrics.csv") if r.get("val/acc")][-1]["val/acc"]))
         assert float(row["val/acc"]) == pytest.approx(accuracies[-1], abs=1e-6)
-    summary = {row["metric"]: row for row in read_rows(folder / "summary.csv")}
+    summary = {row["metric"]: row for row in read_csv(folder / "summary.csv")}
     assert float(summary["val/acc"]["mean"]) == pytest.approx(statistics.fmean(accuracies), abs=1e-6)
     assert math.isclose(float(summary["val/acc"]["std"]), statistics.stdev(accuracies), abs_tol=1e-6)
-    per_fold = [row for row in read_rows(folder / "folds.csv") if row["metric"] == "val/acc"]
+    per_fold = [row for row in read_csv(folder / "folds.csv") if row["metric"] == "val/acc"]
     assert [float(row["mean"]) for row in per_fold] == pytest.approx(accuracies, abs=1e-6)
+
+    predicted = read_csv(folder / "oof_predictions.csv")  # each sample outside the test split once, by the fold that validated on it
+    test = TensorDataModule(dataset="digits", val_fraction=0.0, folds=3)
+    test.setup("fit")
+    assert sorted(int(row["input"].split()[1]) for row in predicted) == sorted(set(range(1797)) - set(test.test_set.indices))
+    names = test.class_names
+    for fold, row in enumerate(per_run[:3]):  # what each fold's best checkpoint scored on its validation fold, when fit saved it
+        right = [p["predicted_class"] == p["target"] for p in predicted if p["fold"] == str(fold)]
+        assert sum(right) / len(right) == pytest.approx(float(row["val/acc (best checkpoint)"]), abs=1e-6)
+        assert {p["target"] for p in predicted if p["fold"] == str(fold)} == set(names)
+    every = [p["predicted_class"] == p["target"] for p in predicted]
+    assert float(summary["oof/acc"]["mean"]) == pytest.approx(sum(every) / len(every), abs=1e-6)  # torchmetrics, in float32
+    assert (folder / "oof_confusion_matrix.png").is_file() and len(read_csv(folder / "oof_confusion_matrix.csv")) == 10
+    ensemble = json.loads((folder / "ensemble_seed_0" / "ensemble.json").read_text())["ensemble"]
+    assert float(summary["fold ensemble test/acc"]["mean"]) == pytest.approx(ensemble["test"]["accuracy"], abs=1e-9)
+    assert per_run[3]["fold"] == "all" and "fold ensemble of seed 0, to serve:" in again.stdout
 
 
 def test_the_runs_of_one_seeds_py_folder_share_a_w_and_b_group_unless_the_config_names_one():
@@ -196,3 +206,166 @@ def test_the_runs_of_one_seeds_py_folder_share_a_w_and_b_group_unless_the_config
     assert wandb_group(parse_fit_arguments(wandb), folder) == ["--trainer.logger.init_args.group=lenet_digits-version_3"]
     assert wandb_group(parse_fit_arguments([*wandb, "--trainer.logger.init_args.group=mine"]), folder) == []
     assert wandb_group(parse_fit_arguments(recipe), folder) == []  # the CSV logger has no groups
+
+
+# -- out-of-fold predictions -----------------------------------------------------------------------
+
+
+def test_predict_split_val_labels_the_validation_fold_with_its_targets():
+    data = TensorDataModule(dataset="digits", val_fraction=0.0, folds=K, fold=1, predict_split="val")
+    data.setup("predict")
+    assert data.predict_set is data.val_set and data.predict_targets
+    assert data.predict_names == [f"row {i}" for i in data.val_set.indices]
+    test = TensorDataModule(dataset="digits")
+    test.setup("predict")
+    assert test.predict_set is test.test_set and test.predict_targets  # the default: the test split, labelled too
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda: TensorDataModule(dataset="digits", predict_split="train"), "data.predict_split takes test or val"),
+    (lambda: TensorDataModule(dataset="digits", predict_split="val", predict_path="new.csv"),
+     "data.predict_split val labels the validation split, and data.predict_path names new inputs: give one of the two"),
+    (lambda: ImageFolderDataModule(data_dir="pets", predict_split="val", predict_dir="new"),
+     "data.predict_split val labels the validation split, and data.predict_dir names new inputs"),
+])
+def test_a_predict_split_that_cannot_be_predicted_is_refused_in_one_line(make, says):
+    with pytest.raises(UserError, match=says.replace(".", r"\.")):
+        make()
+
+
+def test_an_empty_validation_split_is_refused_before_predict_labels_nothing():
+    data = TensorDataModule(dataset="digits", val_fraction=0.0, predict_split="val")
+    data.setup("predict")
+    with pytest.raises(UserError, match=r"the validation split is empty: nothing to predict \(data.predict_split val\)"):
+        data.predict_dataloader()
+
+
+@pytest.mark.parametrize(("row", "header", "cells"), [
+    ({"pred": 2, "prob": 0.9, "target": 1}, ["input", "predicted_class", "probability", "target"], ["c", "0.9000", "b"]),
+    ({"pred": [1, 0, 1], "prob": [0.9, 0.1, 0.6], "target": [1, 1, 0]}, ["input", "predicted_labels", "probabilities", "target_labels"],
+     ["a;c", "0.9000;0.1000;0.6000", "a;b"]),
+    ({"pred": [1.5, 2.0], "target": [1.0, 2.5]}, ["input", "prediction_0", "prediction_1", "target_0", "target_1"], [1.5, 2.0, 1.0, 2.5]),
+    ({"pred": 2, "prob": 0.9}, ["input", "predicted_class", "probability"], ["c", "0.9000"]),  # new inputs: no target
+])
+def test_predictions_of_a_labelled_split_show_each_target_in_the_form_of_the_prediction(row, header, cells):
+    from project.inference.predictions import csv_cells, csv_header
+
+    assert csv_header([row]) == header and csv_cells(row, ["a", "b", "c"]) == cells
+
+
+def write_fold_predictions(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    path.write_text("input,predicted_class,probability,target\n" + "".join(f"{n},{p},0.9,{t}\n" for n, p, t in rows))
+    return path
+
+
+def test_out_of_fold_scores_are_torchmetrics_and_a_sample_in_two_folds_is_refused(tmp_path):
+    from project.tools.folds import FoldRun, out_of_fold_rows, scores
+
+    first = write_fold_predictions(tmp_path / "0.csv", [("row 1", "cat", "cat"), ("row 2", "dog", "cat")])
+    second = write_fold_predictions(tmp_path / "1.csv", [("row 3", "dog", "dog"), ("row 4", "dog", "dog")])
+    runs = [FoldRun(0, Path("c"), Path("k"), 2, first), FoldRun(1, Path("c"), Path("k"), 2, second)]
+    header, rows = out_of_fold_rows(7, runs)
+    assert header[:3] == ["seed", "fold", "input"] and [row[:3] for row in rows][2] == ["7", "1", "row 3"]
+    metrics, (confusion, names) = scores(header, rows, ["cat", "dog"])
+    assert metrics["oof/acc"] == pytest.approx(0.75)
+    assert metrics["oof/f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # cat: P 1, R 1/2; dog: P 2/3, R 1
+    assert confusion.compute().tolist() == [[1, 1], [0, 2]] and names == ["cat", "dog"]
+    write_fold_predictions(second, [("row 2", "dog", "cat"), ("row 4", "dog", "dog")])
+    with pytest.raises(UserError, match="seed 7: 1 samples are in more than one validation fold"):
+        out_of_fold_rows(7, runs)
+    runs[1].validation_samples = 3
+    with pytest.raises(UserError, match="holds 2 predictions, but fold 1 validates on 3 samples"):
+        out_of_fold_rows(7, runs)
+
+
+# -- the fold ensemble ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel", "regression"])
+def test_the_ensemble_outputs_read_as_one_models_give_the_mean_of_the_members_probabilities(task):
+    from project.inference.predictions import probabilities
+    from project.tools.export import combined
+
+    outputs = torch.randn(3, 5, 4) * 6  # 3 members, 5 inputs, 4 outputs (confident ones too)
+    together = combined(outputs, task).numpy()
+    if task == "regression":
+        assert np.allclose(together, outputs.mean(0).numpy())
+    else:
+        members = np.mean([probabilities(member.numpy(), task) for member in outputs], axis=0)
+        assert np.allclose(probabilities(together, task), members, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_fold_ensemble_export_is_the_fold_models_averaged_and_serves_unchanged(tmp_path, monkeypatch, capsys):
+    """Three folds of the digits table model (standardized: each fold's statistics differ), exported
+    as one graph: its probabilities are the mean of the three checkpoints' (``load_predictor``, the
+    data module's path), ``predict_onnx.py`` and ``serve.py`` read it as any export; bad members are
+    refused in one line."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from sklearn.datasets import load_digits
+
+    from project.__main__ import main
+    from project.inference.model import ExportedModel
+    from project.tools.predictor import load_predictor
+
+    monkeypatch.chdir(tmp_path)
+    checkpoints = []
+    for fold in range(3):
+        main(["fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=1", "--data.val_fraction=0",
+              "--data.folds=3", f"--data.fold={fold}", f"--trainer.logger.init_args.name=fold_{fold}", *QUIET])
+        checkpoints.append(next((tmp_path / "runs" / f"fold_{fold}" / "version_0" / "checkpoints").glob("best-*.ckpt")))
+    config = tmp_path / "runs" / "fold_0" / "version_0" / "config.yaml"
+    export = ["export", "--config", str(config), "--ckpt_path", str(checkpoints[0]), *QUIET]
+    main([*export, "--ensemble", json.dumps([str(c) for c in checkpoints[1:]]), "--output", "ensemble"])
+
+    description = json.loads((tmp_path / "ensemble" / "ensemble.json").read_text())
+    means = [steps["mean"] for steps in description["preprocessing"]["in_graph"]]
+    assert len(means) == 3 and means[0] != means[1]  # each member behind its own fold's standardization
+    assert [m["validation_fold"]["fold"] for m in description["ensemble"]["members"]] == [0, 1, 2]
+    rows = (load_digits().data[:40] / 16.0).astype(np.float32)
+    np.savetxt(tmp_path / "rows.csv", rows, delimiter=",", fmt="%.6f")
+    rows = np.loadtxt(tmp_path / "rows.csv", delimiter=",", dtype=np.float32)
+    averaged = np.mean([load_predictor(c).probabilities(rows) for c in checkpoints], axis=0)
+    ensemble = ExportedModel(tmp_path / "ensemble" / "ensemble.onnx")
+    assert np.abs(ensemble.probabilities(rows) - averaged).max() < 1e-5
+
+    test = TensorDataModule(dataset="digits", val_fraction=0.0, folds=3)  # the test split, the same for every fold
+    test.setup("fit")
+    raw = test.raw_inputs[test.test_set.indices].numpy()
+    targets = test.test_set.tensors[1].numpy()
+    right = np.mean([load_predictor(c).probabilities(raw) for c in checkpoints], axis=0).argmax(1) == targets
+    assert description["ensemble"]["test"] == {"accuracy": pytest.approx(right.mean(), abs=1e-9), "samples": len(targets)}
+
+    done = subprocess.run([sys.executable, str(REPO / "predict_onnx.py"), "ensemble/ensemble.onnx", "rows.csv", "--output", "p.csv"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [int(row["predicted_class"]) for row in read_csv(tmp_path / "p.csv")] == averaged.argmax(1).tolist()
+    server = subprocess.Popen([sys.executable, str(REPO / "serve.py"), "ensemble/ensemble.onnx", "--port", "0"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "Serving" in line, server.stderr.read()
+        request = urllib.request.Request(line.split(" at ")[1].split()[0] + "/predict", method="POST",
+                                         data=json.dumps({"inputs": rows[:3].tolist()}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            served = json.loads(answer.read())["predictions"]
+        assert [p["probability"] for p in served] == pytest.approx(averaged[:3].max(1), abs=1e-5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    main(["fit", "--config", str(REPO / "configs" / "two_layer_digits.yaml"), "--trainer.max_epochs=1", "--model.net.init_args.hidden=16",
+          "--trainer.logger.init_args.name=smaller", *QUIET])
+    smaller = next((tmp_path / "runs" / "smaller" / "version_0" / "checkpoints").glob("best-*.ckpt"))
+    capsys.readouterr()
+    for members, more, says in (([smaller], [], f"error: --ensemble {smaller} is not a checkpoint of the model of --ckpt_path: "),
+                                ([checkpoints[1], checkpoints[1]], [], "error: --ensemble names a checkpoint twice"),
+                                ([checkpoints[1]], ["--quantize", "int8"], "error: --quantize int8 takes one checkpoint, not an --ensemble")):
+        with pytest.raises(SystemExit) as stop:
+            main([*export, "--ensemble", json.dumps([str(c) for c in members]), *more, "--output", "refused"])
+        error = capsys.readouterr().err.strip()
+        assert stop.value.code == 2 and error.startswith(says) and "\n" not in error, error
+        assert not (tmp_path / "refused").exists()

@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 
-from project.datamodules.splits import check_folds, fold_split, refuse_fixed_validation, stratified_split
+from project.datamodules.splits import check_folds, check_predict_split, fold_split, refuse_fixed_validation, stratified_split
 from project.datamodules.transforms import ImageTransforms
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule
 from project.errors import UserError
@@ -146,7 +146,10 @@ class ImageFolderDataModule(ProjectDataModule):
         data_dir: the root folder (not read by ``predict`` with a ``predict_dir``: the class names
             come from the checkpoint).
         predict_dir: a folder of images (any depth) to label with ``predict``; without it,
-            ``predict`` labels the test split.
+            ``predict`` labels a split of the data.
+        predict_split: the split ``predict`` labels without ``predict_dir``: ``test``, or ``val``
+            (with ``folds``: the out-of-fold predictions of this fold); ``predictions.csv`` then
+            shows each image's class beside its prediction.
         transforms: resize, channels, augmentation and normalisation (``ImageTransforms``).
         check_images: verify every image file at setup, so a damaged file is reported before
             training starts rather than mid-epoch.
@@ -168,6 +171,7 @@ class ImageFolderDataModule(ProjectDataModule):
         self,
         data_dir: str,
         predict_dir: str | None = None,
+        predict_split: str = "test",
         transforms: ImageTransforms | None = None,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
@@ -180,7 +184,8 @@ class ImageFolderDataModule(ProjectDataModule):
         fold_group_level: int | None = None,
         loader: LoaderOptions | None = None,
     ) -> None:
-        super().__init__(loader)
+        super().__init__(loader, predict_split)
+        check_predict_split(predict_split, "data.predict_dir", predict_dir)
         check_folds(folds, fold, val_fraction)
         if fold_group_level is not None and (folds is None or fold_group_level < 1):
             raise UserError(f"data.fold_group_level {fold_group_level} needs data.folds and a level of 1 or more "
@@ -275,8 +280,9 @@ class ImageFolderDataModule(ProjectDataModule):
         self.val_set = ImageFiles(self.split_samples["val"], eval_transform)
         self.test_set = ImageFiles(self.split_samples["test"], eval_transform)
         if stage == "predict":
-            self.predict_names = [path for path, _ in self.split_samples["test"]]
-            self.predict_set = self.test_set
+            self.predict_names = [path for path, _ in self.split_samples[self.predict_split]]
+            self.predict_set = self.val_set if self.predict_split == "val" else self.test_set
+            self.predict_targets = True
 
     def inference_inputs(self) -> InferenceInputs:
         unnormalized = self.transforms.build(train=False, normalize=False)

@@ -97,3 +97,10 @@ def fold_split(members: Sequence[int], labels: Sequence[Any] | None, groups: Seq
     split = splitter.split(positions, labels if labels is not None else positions, groups)
     train, validation = next(parts for i, parts in enumerate(split) if i == fold)
     return sorted(members[i] for i in train), sorted(members[i] for i in validation)
+
+
+def check_predict_split(predict_split: str, new_inputs_option: str, new_inputs: Any) -> None:
+    """``predict`` labels new inputs or a labelled split, not both: one line."""
+    if predict_split != "test" and new_inputs:
+        raise UserError(f"data.predict_split {predict_split} labels the validation split, and {new_inputs_option} names new "
+                        f"inputs: give one of the two")

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
 from project.datamodules.augment import MIRRORED_DIGITS, BatchAffine
-from project.datamodules.splits import check_folds, fold_split, split_sizes
+from project.datamodules.splits import check_folds, check_predict_split, fold_split, split_sizes
 from project.datamodules.tensor_batches import SeededStackedTensors, StackedTensors, TensorSplit, keep_batch
 from project.engine.data import InferenceInputs, LoaderOptions, ProjectDataModule, ResumableSampler, loader_class, seeded_uniforms
 from project.errors import UserError
@@ -119,7 +119,10 @@ class TensorDataModule(ProjectDataModule):
         dataset: a scikit-learn built-in (digits, iris); or None to read ``path``.
         path: a .pt, .npz, .npy or .csv file (see ``load_tensor_file``).
         predict_path: inputs to label with ``predict``, in a file of the same kind without targets
-            (a table of input columns only); without it, ``predict`` labels the test split.
+            (a table of input columns only); without it, ``predict`` labels a split of the data.
+        predict_split: the split ``predict`` labels without ``predict_path``: ``test``, or ``val``
+            (with ``folds``: the out-of-fold predictions of this fold); ``predictions.csv`` then
+            shows each row's target beside its prediction.
         input_key / target_key: names of the input and target arrays in .pt and .npz files.
         num_target_columns: for .npy and .csv tables, how many trailing columns are targets.
         task: classification (integer class targets) or regression (float targets, shape N x D).
@@ -153,6 +156,7 @@ class TensorDataModule(ProjectDataModule):
         dataset: str | None = "digits",
         path: str | None = None,
         predict_path: str | None = None,
+        predict_split: str = "test",
         input_key: str = "x",
         target_key: str = "y",
         num_target_columns: int = 1,
@@ -174,7 +178,8 @@ class TensorDataModule(ProjectDataModule):
         keep_on_device: bool = False,
         loader: LoaderOptions | None = None,
     ) -> None:
-        super().__init__(loader)
+        super().__init__(loader, predict_split)
+        check_predict_split(predict_split, "data.predict_path", predict_path)
         if (dataset is None) == (path is None):
             raise UserError("set exactly one of data.dataset (digits, iris) and data.path (a tensor file)")
         if task not in ("classification", "regression"):
@@ -275,8 +280,9 @@ class TensorDataModule(ProjectDataModule):
         self.raw_train_rows = self.train_set  # rows of the file, before any expansion: an int8 export calibrates on them
         if self.expand_train_to is not None:
             self.train_set = self._expanded(self.train_set, self.expand_train_to)
-        self.predict_set = self.test_set
-        self.predict_names = [f"row {i}" for i in self.test_set.indices]
+        self.predict_set = self.val_set if self.predict_split == "val" else self.test_set
+        self.predict_names = [f"row {i}" for i in self.predict_set.indices]
+        self.predict_targets = True
         if self.standardize:
             self.mean, self.std = standardization(self.train_set.tensors[0])  # stacked once, reused by the fast batches
 

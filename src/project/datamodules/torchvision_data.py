@@ -42,6 +42,8 @@ class TorchvisionDataModule(ProjectDataModule):
             machine fails at once with a message saying which files to put where.
         transforms: resize, channels, augmentation and normalisation (``ImageTransforms``).
         val_fraction / split_seed: the part of the official train set held out for validation.
+        predict_split: the split ``predict`` labels: ``test`` (the official test set), or ``val``
+            (with ``folds``: the out-of-fold predictions of this fold), each row with its target.
         folds / fold / fold_seed: k-fold cross-validation over the official train set, stratified
             by class: fold ``fold`` (0..folds-1) validates, the others train; the official test set
             tests every fold. The folds depend on ``fold_seed`` only. Needs ``val_fraction: 0``.
@@ -56,12 +58,13 @@ class TorchvisionDataModule(ProjectDataModule):
         transforms: ImageTransforms | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        predict_split: str = "test",
         folds: int | None = None,
         fold: int = 0,
         fold_seed: int = 0,
         loader: LoaderOptions | None = None,
     ) -> None:
-        super().__init__(loader)
+        super().__init__(loader, predict_split)
         check_folds(folds, fold, val_fraction)
         self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
         if name not in DATASETS:
@@ -103,8 +106,11 @@ class TorchvisionDataModule(ProjectDataModule):
         self.train_set = Subset(train_full, train)
         self.val_set = Subset(self._open(train=True, transform=eval_transform), validation)
         self.test_set = self._open(train=False, transform=eval_transform)
-        self.predict_set = self.test_set
-        self.predict_names = [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
+        if self.predict_split == "val":
+            self.predict_set, self.predict_names = self.val_set, [f"train {i}" for i in validation]
+        else:
+            self.predict_set, self.predict_names = self.test_set, [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
+        self.predict_targets = True
 
     def inference_inputs(self) -> InferenceInputs:
         unnormalized = self.transforms.build(train=False, normalize=False)

@@ -17,6 +17,10 @@ from project.errors import UserError
 from project.engine.internals import UnrepeatedDistributedSampler
 
 
+PREDICT_SPLITS = ("test", "val")  # data.predict_split
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
 @dataclass
 class LoaderOptions:
     """DataLoader settings, the same for every data module (``data.loader.*`` in configs)."""
@@ -84,7 +88,9 @@ class ProjectDataModule(LightningDataModule):
       predict loop tracks beside the batch;
     - ``class_names`` for classification (its length is the class count, and
       ``multilabel = True`` when targets are multi-hot), or ``num_targets`` for regression;
-    - optionally ``predict_names``: a name for each row of ``predict_set`` (a file path).
+    - optionally ``predict_names``: a name for each row of ``predict_set`` (a file path), and
+      ``predict_targets = True`` when its items carry their true targets second (a labelled split:
+      ``predictions.csv`` then shows them).
 
     and may override, where the defaults do not fit: ``fingerprint`` (what ``record.json`` says
     about the data), ``random_training_inputs`` (whether cached features would be wrong),
@@ -97,7 +103,7 @@ class ProjectDataModule(LightningDataModule):
     new_inputs_option: str | None = None
     """How a user gives new inputs to ``predict``, e.g. ``"--data.predict_dir DIR (a folder of images)"``."""
 
-    def __init__(self, loader: LoaderOptions | None = None) -> None:
+    def __init__(self, loader: LoaderOptions | None = None, predict_split: str = "test") -> None:
         super().__init__()
         # The subclass's arguments too (Lightning collects the whole chain): in every checkpoint, so
         # that test, predict and export need the checkpoint alone. Not logged: the run's config.yaml
@@ -105,6 +111,10 @@ class ProjectDataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.loader = loader or LoaderOptions()
         self.training_partners = False  # pair_training_samples()
+        if predict_split not in PREDICT_SPLITS:
+            raise UserError(f"data.predict_split takes {' or '.join(PREDICT_SPLITS)} (the labelled split predict labels "
+                            f"when given no new inputs), got {predict_split!r}")
+        self.predict_split = predict_split
         self.validation_fold: dict[str, Any] | None = None  # hold_out_fold()
         if self.loader.batch_size is not None and self.loader.global_batch_size is not None:
             raise UserError(f"set data.loader.global_batch_size or data.loader.batch_size, not both (got "
@@ -123,6 +133,7 @@ class ProjectDataModule(LightningDataModule):
         self.multilabel = False
         self.num_targets: int | None = None
         self.predict_names: list[str] = []
+        self.predict_targets = False
         self._train_loader: ResumableLoader | None = None
         self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
 
@@ -275,6 +286,8 @@ class ProjectDataModule(LightningDataModule):
         return self._loader(self.test_set, self._evaluation_sampler(self.test_set))
 
     def predict_dataloader(self) -> DataLoader:
+        if self.predict_targets and len(self.predict_set) == 0:  # type: ignore[arg-type]
+            raise UserError(f"the {SPLIT_NAMES[self.predict_split]} split is empty: nothing to predict (data.predict_split {self.predict_split})")
         return self._loader(self.predict_set, self._evaluation_sampler(self.predict_set))
 
     def _train_sampler(self) -> Sampler | None:

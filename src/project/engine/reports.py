@@ -15,11 +15,12 @@ from torchmetrics import ConfusionMatrix  # noqa: E402
 from project.files import write_figure, write_whole  # noqa: E402
 
 
-def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class_names: list[str], folder: Path) -> Path:
+def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class_names: list[str], folder: Path,
+                            stem: str = "confusion_matrix", title: str = "Test confusion matrix") -> Path:
     """Print the confusion matrix (rows: true class, columns: predicted) and save it in ``folder`` as
-    ``confusion_matrix.csv`` and, drawn by torchmetrics, ``confusion_matrix.png``; return the PNG's path."""
+    ``<stem>.csv`` and, drawn by torchmetrics, ``<stem>.png``; return the PNG's path."""
     counts = matrix.long().tolist()
-    table = Table(title="Test confusion matrix (rows: true, columns: predicted)")
+    table = Table(title=f"{title} (rows: true, columns: predicted)")
     table.add_column("true \\ pred")
     for name in class_names:
         table.add_column(name, justify="right")
@@ -35,11 +36,11 @@ def report_confusion_matrix(metric: ConfusionMatrix, matrix: torch.Tensor, class
             for name, row in zip(class_names, counts):
                 writer.writerow([name, *row])
 
-    write_whole(folder / "confusion_matrix.csv", write_table)
+    write_whole(folder / f"{stem}.csv", write_table)
     figure, axis = metric.plot(val=matrix, labels=class_names)  # the computed matrix: no second sync
     accuracy = matrix.trace().item() / max(matrix.sum().item(), 1)
-    axis.set_title(f"confusion matrix (accuracy {accuracy:.4f})")
-    path = folder / "confusion_matrix.png"
+    axis.set_title(f"{title[0].lower()}{title[1:]} (accuracy {accuracy:.4f})")
+    path = folder / f"{stem}.png"
     write_figure(figure, path, dpi=100, bbox_inches="tight")
-    rank_zero_info(f"Wrote the confusion matrix to {folder / 'confusion_matrix.csv'} and {path}")
+    rank_zero_info(f"Wrote the confusion matrix to {folder / f'{stem}.csv'} and {path}")
     return path

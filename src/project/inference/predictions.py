@@ -2,7 +2,8 @@
 
 A row is ``{"pred": ..., "prob": ...}`` per input: for multiclass the class index and its
 probability; for binary the class (0/1) and its probability; for multilabel a 0/1 flag and a
-probability per label; for regression ``pred`` alone, the outputs.
+probability per label; for regression ``pred`` alone, the outputs. A row of a labelled split also
+has ``target``, in the form of ``pred``.
 """
 
 import csv
@@ -45,22 +46,32 @@ def predicted_classes(outputs: np.ndarray, task: str) -> np.ndarray:
 def csv_header(rows: list[dict[str, Any]]) -> list[str]:
     if rows and "prob" not in rows[0]:
         width = len(rows[0]["pred"]) if isinstance(rows[0]["pred"], list) else 1
-        return ["input"] + (["prediction"] if width == 1 else [f"prediction_{i}" for i in range(width)])
-    if rows and isinstance(rows[0]["pred"], list):
-        return ["input", "predicted_labels", "probabilities"]
-    return ["input", "predicted_class", "probability"]
+        names = ["prediction"] if width == 1 else [f"prediction_{i}" for i in range(width)]
+        targets = [name.replace("prediction", "target") for name in names]
+    elif rows and isinstance(rows[0]["pred"], list):
+        names, targets = ["predicted_labels", "probabilities"], ["target_labels"]
+    else:
+        names, targets = ["predicted_class", "probability"], ["target"]
+    return ["input", *names, *(targets if rows and "target" in rows[0] else [])]
 
 
 def csv_cells(row: dict[str, Any], class_names: list[str] | None) -> list[Any]:
     def name(index: int) -> str:
         return class_names[index] if class_names and index < len(class_names) else str(index)
 
+    def flagged(flags: list[int]) -> str:
+        return ";".join(name(i) for i, flag in enumerate(flags) if flag)
+
     if "prob" not in row:
-        return row["pred"] if isinstance(row["pred"], list) else [row["pred"]]
-    if isinstance(row["pred"], list):  # multilabel: a 0/1 flag per label
-        chosen = [name(i) for i, flag in enumerate(row["pred"]) if flag]
-        return [";".join(chosen), ";".join(f"{p:.4f}" for p in row["prob"])]
-    return [name(row["pred"]), f"{row['prob']:.4f}"]
+        cells = row["pred"] if isinstance(row["pred"], list) else [row["pred"]]
+        targets = (row["target"] if isinstance(row["target"], list) else [row["target"]]) if "target" in row else []
+    elif isinstance(row["pred"], list):  # multilabel: a 0/1 flag per label
+        cells = [flagged(row["pred"]), ";".join(f"{p:.4f}" for p in row["prob"])]
+        targets = [flagged(row["target"])] if "target" in row else []
+    else:
+        cells = [name(row["pred"]), f"{row['prob']:.4f}"]
+        targets = [name(int(row["target"]))] if "target" in row else []
+    return [*cells, *targets]
 
 
 def write_predictions(path: Path, names: list[str], rows: list[dict[str, Any]], class_names: list[str] | None) -> None:

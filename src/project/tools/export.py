@@ -7,15 +7,18 @@ so a caller needs only what the JSON's ``preprocessing.reader`` says (``project.
 """
 
 import contextlib
+import copy
 import hashlib
 import importlib.metadata
 import inspect
 import io
 import json
+import math
 import os
 import shlex
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,30 @@ class ExportedGraph(nn.Module):
         return mirror_averaged(self.net, x) if self.mirrored else self.net(x)
 
 
+def combined(outputs: torch.Tensor, task: str) -> torch.Tensor:
+    """The members' outputs (``members x batch x ...``) as one model's: the mean of their
+    probabilities, given back as logits (the log of that mean, for a sigmoid its log-odds), so that
+    softmax or sigmoid of them is the mean exactly and a reader of one model's outputs reads these
+    unchanged; regression values are averaged."""
+    if task == "regression":
+        return outputs.mean(0)
+    if task == "multiclass":
+        return torch.logsumexp(F.log_softmax(outputs, dim=-1), dim=0) - math.log(len(outputs))
+    return torch.logsumexp(F.logsigmoid(outputs), dim=0) - torch.logsumexp(F.logsigmoid(-outputs), dim=0)
+
+
+class EnsembleGraph(nn.Module):
+    """Raw inputs in; each member's graph (its own preprocessing: a fold's standardisation
+    statistics differ) and their outputs ``combined``."""
+
+    def __init__(self, members: list[ExportedGraph], task: str) -> None:
+        super().__init__()
+        self.members, self.task = nn.ModuleList(members), task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return combined(torch.stack([member(x) for member in self.members]), self.task)
+
+
 def raw_inputs_graph(model: LightningModule, datamodule: ProjectDataModule,
                      checkpoint: dict[str, Any]) -> tuple[ExportedGraph, InferenceInputs]:
     """``model`` with ``checkpoint``'s weights, in float32 and eval mode, behind the preprocessing of
@@ -92,64 +119,120 @@ def raw_inputs_graph(model: LightningModule, datamodule: ProjectDataModule,
 
 def export_checkpoint(model: LightningModule, datamodule: ProjectDataModule, ckpt_path: str | None,
                       output: str | None, check_samples: int, quantize: str | None = None,
-                      read: Any = read_checkpoint) -> Path:
+                      read: Any = read_checkpoint, ensemble: list[str] | None = None) -> Path:
     """Write ``<name>.onnx``, ``<name>.safetensors`` and ``<name>.json`` for the checkpoint
-    ``<name>.ckpt``, beside it or in ``output``; returns the ``.onnx`` path. Every file is first
-    written to a temporary folder and moved into place only once the export matches the model on
-    ``check_samples`` test samples, so a failed export leaves an earlier one as it was."""
+    ``<name>.ckpt``, beside it or in ``output``; returns the ``.onnx`` path. With ``ensemble`` (more
+    checkpoints of the same model, say the other folds'), one graph of all of them, ``ensemble.onnx``
+    and so on. Every file is first written to a temporary folder and moved into place only once the
+    export matches the model(s) on ``check_samples`` test samples, so a failed export leaves an
+    earlier one as it was."""
     if ckpt_path is None:
         raise UserError("export needs --ckpt_path: the checkpoint to export (runs/<name>/version_N/checkpoints/best.ckpt)")
     if check_samples < 1:
         raise UserError(f"--check_samples must be >= 1 (test samples the export is checked on), got {check_samples}")
     if quantize not in QUANTIZED:
         raise UserError(f"--quantize takes {' or '.join(str(q) for q in QUANTIZED if q)} (or leave it out), got {quantize!r}")
-    source = Path(ckpt_path)
-    folder = Path(output) if output else source.parent
+    sources = [Path(ckpt_path), *(Path(path) for path in ensemble or [])]
+    if ensemble is not None and (quantize or len(set(map(os.path.realpath, sources))) != len(sources)):
+        raise UserError("--quantize int8 takes one checkpoint, not an --ensemble" if quantize else
+                        "--ensemble names a checkpoint twice (or --ckpt_path again): each member counts once in the mean")
+    folder = Path(output) if output else sources[0].parent
     check_folder_can_be_written(folder, f"cannot write the export to {folder}")
-    checkpoint = read(source)  # the trainer's checkpoint_io: the command line read this file already
+    copies = [copy.deepcopy(model) for _ in sources[1:]]  # before the first is sized and loaded
+    checkpoint = read(sources[0])  # the trainer's checkpoint_io: the command line read this file already
     graph, inputs = raw_inputs_graph(model, datamodule, checkpoint)
     samples = min(check_samples, len(inputs.test_inputs))  # type: ignore[arg-type]
     if samples == 0:
         raise UserError("the test split is empty: the export is checked on test samples (set data.test_fraction > 0)")
+    expected = trained_outputs(model, datamodule, samples)
+    members = None
+    if ensemble is not None:
+        members = [Member(sources[0], checkpoint, graph, inputs, expected)]
+        for member_model, source in zip(copies, sources[1:]):
+            members.append(load_member(member_model, datamodule, source, read(source), samples, model))
+        task = model.export_outputs()["task"]
+        graph = EnsembleGraph([member.graph for member in members], task).eval()
+        expected = combined(torch.stack([member.expected for member in members]), task)
 
     folder.mkdir(parents=True, exist_ok=True)  # only now: a refused checkpoint or data leaves no new folder
     try:
-        return write_export(model, datamodule, graph, inputs, checkpoint, source, folder, samples, quantize)
+        return write_export(model, graph, inputs, checkpoint, sources[0], folder, expected, quantize, members)
     except OSError as error:  # a full or read-only disk: the scratch folder is gone, earlier exports untouched
         raise UserError(f"cannot write the export to {folder}: {error.strerror or error}; nothing was written") from error
 
 
-def write_export(model: LightningModule, datamodule: ProjectDataModule, graph: ExportedGraph, inputs: InferenceInputs,
-                 checkpoint: dict[str, Any], source: Path, folder: Path, samples: int, quantize: str | None) -> Path:
+@dataclass
+class Member:
+    """One checkpoint of an ensemble export: its graph, and its outputs on the first test samples as
+    its data module feeds them."""
+
+    source: Path
+    checkpoint: dict[str, Any]
+    graph: ExportedGraph
+    inputs: InferenceInputs
+    expected: torch.Tensor
+
+
+def load_member(model: LightningModule, datamodule: ProjectDataModule, source: Path, checkpoint: dict[str, Any],
+                samples: int, first: LightningModule) -> Member:
+    """``model`` (a copy of the first member's, not yet loaded) with ``checkpoint``'s weights and data
+    statistics; refused in one line when it is not a checkpoint of the same model and classes."""
+    try:
+        graph, inputs = raw_inputs_graph(model, datamodule, checkpoint)
+    except (RuntimeError, UserError) as error:  # other layers or sizes: say which member
+        raise UserError(f"--ensemble {source} is not a checkpoint of the model of --ckpt_path: {str(error).splitlines()[0]}") from error
+    names, first_names = model.export_outputs().get("class_names"), first.export_outputs().get("class_names")
+    if names != first_names:
+        raise UserError(f"--ensemble {source} has classes {names}, but --ckpt_path has {first_names}: "
+                        "an ensemble averages the probabilities of the same classes")
+    return Member(source, checkpoint, graph, inputs, trained_outputs(model, datamodule, samples))
+
+
+def write_export(model: LightningModule, graph: nn.Module, inputs: InferenceInputs, checkpoint: dict[str, Any],
+                 source: Path, folder: Path, expected: torch.Tensor, quantize: str | None, members: list[Member] | None) -> Path:
     """``export``'s files, written in a scratch folder inside ``folder`` and moved into place once
-    the graph matches the model on ``samples`` test samples."""
+    the graph computes ``expected`` (what the trained model, or the ensemble's members averaged,
+    give on the first test samples)."""
+    name = "ensemble" if members else source.stem
+    samples = len(expected)
+    task = model.export_outputs()["task"]
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
         written = Path(scratch)
-        onnx_file = written / f"{source.stem}.onnx"
+        onnx_file = written / f"{name}.onnx"
         write_onnx(graph, torch.stack([inputs.test_inputs[i][0] for i in range(min(2, samples))]).float(), onnx_file)
-        difference, same_classes = compare(model, datamodule, inputs, onnx_file, samples)
+        difference, same_classes = compare(expected, inputs, onnx_file, task)
         check = {"split": "test", "samples": samples, "max_abs_difference": difference, "limit": LIMIT, "same_classes": same_classes}
+        what = f"the {len(members)} checkpoints averaged" if members else "the checkpoint"
         if difference > LIMIT or not same_classes:
-            what = f"largest difference {difference:.2g} (limit {LIMIT:g})" + ("" if same_classes else ", and predicted classes differ")
-            raise UserError(f"the exported {type(model.net).__name__} does not compute what the checkpoint does on {samples} test "
-                            f"samples: {what}; nothing was written. Look in forward() for randomness in eval mode "
+            found = f"largest difference {difference:.2g} (limit {LIMIT:g})" + ("" if same_classes else ", and predicted classes differ")
+            raise UserError(f"the exported {type(model.net).__name__} does not compute what {what} does on {samples} test "
+                            f"samples: {found}; nothing was written. Look in forward() for randomness in eval mode "
                             "(F.dropout(training=True)) and for values taken out of torch (numpy, .item()), which are traced as constants")
-        write_weights(model.net, written / f"{source.stem}.safetensors")
-        description = describe(model, inputs, checkpoint, source, check, folder)
-        (written / f"{source.stem}.json").write_text(json.dumps(description, indent=2) + "\n")
+        nets = {f"member_{k}": member.graph.net for k, member in enumerate(members)} if members else {"": model.net}
+        write_weights(nets, written / f"{name}.safetensors")
+        description = describe(model, inputs, checkpoint, source, check, folder, name)
+        if members:
+            scores = test_scores(onnx_file, inputs, task)
+            description["ensemble"] = describe_members(members, folder, scores)
+            description["preprocessing"]["in_graph"] = [in_graph_steps(member.inputs, model) for member in members]
+        (written / f"{name}.json").write_text(json.dumps(description, indent=2) + "\n")
         if quantize == "int8":
-            int8_file = written / f"{source.stem}.int8.onnx"
-            quantized = write_int8(onnx_file, int8_file, inputs, model.export_outputs()["task"])
+            int8_file = written / f"{name}.int8.onnx"
+            quantized = write_int8(onnx_file, int8_file, inputs, task)
             int8_description = {**description, "files": {**description["files"], "onnx": int8_file.name}, "quantized": quantized}
             int8_file.with_suffix(".json").write_text(json.dumps(int8_description, indent=2) + "\n")
         for file in written.iterdir():
             os.chmod(file, 0o666 & ~current_umask())  # as readable as the checkpoint (safetensors writes 0600)
             os.replace(file, folder / file.name)
-    onnx_path = folder / f"{source.stem}.onnx"
-    lines = [(f"Exported {onnx_path} (and .safetensors, .json); checked on {samples} test samples: "
+    onnx_path = folder / f"{name}.onnx"
+    lines = [(f"Exported {onnx_path} (and .safetensors, .json); checked against {what} on {samples} test samples: "
               f"largest difference {difference:.2g} (limit {LIMIT:g}), same predicted classes")]
+    if members:
+        lines += [f"The ensemble's probabilities are the mean of its {len(members)} members'; on the whole test split: "
+                  + ", ".join(f"{metric} {value:.4f}" for metric, value in scores.items() if metric != "samples")
+                  + f" ({scores['samples']} samples)"]
     if quantize == "int8":
-        lines += [f"Quantized {folder / (source.stem + '.int8.onnx')} (and .int8.json): test accuracy {quantized['accuracy']:.4f} "
+        lines += [f"Quantized {folder / (name + '.int8.onnx')} (and .int8.json): test accuracy {quantized['accuracy']:.4f} "
                   f"against the float graph's {quantized['float_accuracy']:.4f} on {quantized['test_samples']} test samples"]
     lines += ["Serve it over HTTP (no Lightning; POST /predict):", "  " + shlex.join(script_command(SERVE_PY, [str(onnx_path)]))]
     if inputs.example_path is not None:
@@ -157,6 +240,46 @@ def write_export(model: LightningModule, datamodule: ProjectDataModule, graph: E
                   "  " + shlex.join(script_command(PREDICT_ONNX_PY, [str(onnx_path), inputs.example_path]))]
     rank_zero_info("\n".join(lines))
     return onnx_path
+
+
+def describe_members(members: list[Member], folder: Path, scores: dict[str, float]) -> dict[str, Any]:
+    """What the JSON says of an ensemble: how it combines, each member's checkpoint (and the fold it
+    validated on), and the ensemble's scores on the test split."""
+    return {
+        "combines": "the mean of the members' probabilities (regression: of their values); the outputs are its log "
+                    "(log-odds for a sigmoid), so softmax or sigmoid of them gives it back",
+        "members": [{"checkpoint": os.path.relpath(member.source.resolve(), folder.resolve()), "sha256": file_sha256(member.source),
+                     "weights_prefix": f"member_{k}.", "validation_fold": fold_of(member.checkpoint)}
+                    for k, member in enumerate(members)],
+        "test": scores,
+    }
+
+
+def fold_of(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The fold a checkpoint's run validated on (``data.folds``), without its member list."""
+    state = next((value for value in checkpoint.values() if isinstance(value, dict) and "validation_fold" in value), None)
+    fold = state["validation_fold"] if state else None
+    return {key: value for key, value in fold.items() if key != "validation"} if fold else None
+
+
+def test_scores(onnx_file: Path, inputs: InferenceInputs, task: str) -> dict[str, float]:
+    """The graph's accuracy (classification: of every label for multilabel) or mean squared error
+    (regression) on the whole test split."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    right = squared = total = values = 0.0
+    for x, y in DataLoader(inputs.test_inputs, batch_size=256):
+        outputs = session.run(None, {INPUT: x.float().numpy()})[0]
+        if task == "regression":
+            squared += float(((outputs.reshape(len(y), -1) - y.numpy().reshape(len(y), -1)) ** 2).sum())
+            values += y.numel()
+        else:
+            right += int((predicted_classes(outputs, task).reshape(-1) == y.numpy().reshape(-1)).sum())
+            values += y.numel()
+        total += len(y)
+    metric = {"mse": squared / values} if task == "regression" else {"accuracy": right / values}
+    return {**metric, "samples": int(total)}
 
 
 def write_onnx(graph: ExportedGraph, example: torch.Tensor, path: Path) -> None:
@@ -189,23 +312,26 @@ def without_stack_traces(path: Path) -> None:
 
 
 @torch.no_grad()
-def compare(model: LightningModule, datamodule: ProjectDataModule, inputs: InferenceInputs, onnx_file: Path,
-            samples: int) -> tuple[float, bool]:
-    """The largest difference between the model's outputs on the first ``samples`` test samples,
-    as its data module feeds them, and the exported graph's on the same samples' raw inputs;
-    and whether they predict the same classes."""
-    import onnxruntime
-
+def trained_outputs(model: LightningModule, datamodule: ProjectDataModule, samples: int) -> torch.Tensor:
+    """The model's outputs on the first ``samples`` test samples, as its data module feeds them."""
     trained = []
     for batch in datamodule.test_dataloader():
         trained.append(model(datamodule.on_after_batch_transfer(batch, 0)[0].float()))
         if sum(len(t) for t in trained) >= samples:
             break
-    expected = torch.cat(trained)[:samples].reshape(samples, -1).numpy()
+    return torch.cat(trained)[:samples]
+
+
+def compare(expected: torch.Tensor, inputs: InferenceInputs, onnx_file: Path, task: str) -> tuple[float, bool]:
+    """The largest difference between ``expected`` and the exported graph's outputs on the same
+    test samples' raw inputs, and whether they predict the same classes."""
+    import onnxruntime
+
+    samples = len(expected)
+    expected = expected.reshape(samples, -1).numpy()
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     raw = DataLoader(Subset(inputs.test_inputs, range(samples)), batch_size=64)
     got = np.concatenate([session.run(None, {INPUT: x.float().numpy()})[0] for x, *_ in raw]).reshape(samples, -1)
-    task = model.export_outputs()["task"]
     classes = predicted_classes(expected, task)
     return float(np.abs(expected - got).max()), classes is None or bool((classes == predicted_classes(got, task)).all())
 
@@ -220,7 +346,6 @@ def write_int8(float_file: Path, int8_file: Path, inputs: InferenceInputs, task:
     channel, uint8 activations whose ranges come from ``CALIBRATION_SAMPLES`` training samples),
     written to ``int8_file``; refused (``UserError``) when its test-split accuracy is more than
     ``INT8_MAX_DROP`` below the float graph's. Returns what the JSON says of it."""
-    import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     if task not in ("multiclass", "binary") or inputs.train_inputs is None:
@@ -245,15 +370,8 @@ def write_int8(float_file: Path, int8_file: Path, inputs: InferenceInputs, task:
         quantize_static(str(prepared), str(int8_file), TrainingSamples(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     prepared.unlink()
-    accuracy = {}
-    for name, file in (("float", float_file), ("int8", int8_file)):
-        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-        right = total = 0
-        for x, y in DataLoader(inputs.test_inputs, batch_size=256):
-            classes = predicted_classes(session.run(None, {INPUT: x.float().numpy()})[0], task)
-            right += int((classes.reshape(-1) == y.numpy().reshape(-1)).sum())
-            total += len(y)
-        accuracy[name] = right / total
+    scores = {name: test_scores(file, inputs, task) for name, file in (("float", float_file), ("int8", int8_file))}
+    accuracy, total = {name: score["accuracy"] for name, score in scores.items()}, scores["int8"]["samples"]
     drop = accuracy["float"] - accuracy["int8"]
     if drop > INT8_MAX_DROP:
         raise UserError(f"the int8 graph's test accuracy is {accuracy['int8']:.4f}, {drop * 100:.2f} points below the float graph's "
@@ -262,33 +380,30 @@ def write_int8(float_file: Path, int8_file: Path, inputs: InferenceInputs, task:
             "test_samples": total, "accuracy": accuracy["int8"], "float_accuracy": accuracy["float"]}
 
 
-def write_weights(net: nn.Module, path: Path) -> None:
-    """The net's state dict as safetensors (``net.load_state_dict(safetensors.torch.load_file(path))``)."""
+def write_weights(nets: dict[str, nn.Module], path: Path) -> None:
+    """The nets' state dicts as safetensors, each key after its net's prefix (``""`` for one net:
+    ``net.load_state_dict(safetensors.torch.load_file(path))``; ``member_K`` for an ensemble's)."""
     from safetensors.torch import save
 
+    tensors = {f"{prefix}.{key}" if prefix else key: tensor.detach().contiguous()
+               for prefix, net in nets.items() for key, tensor in net.state_dict().items()}
     # Serialized here and written by Python, so a full disk is an OSError like every other write's.
-    path.write_bytes(save({key: tensor.detach().contiguous() for key, tensor in net.state_dict().items()},
-                          metadata={"net": type(net).__name__}))
+    path.write_bytes(save(tensors, metadata={"net": type(next(iter(nets.values()))).__name__}))
 
 
 def describe(model: LightningModule, inputs: InferenceInputs, checkpoint: dict[str, Any], source: Path,
-             check: dict[str, Any], folder: Path) -> dict[str, Any]:
+             check: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
     """The JSON beside the graph (in ``folder``): what a caller feeds it, what comes out, the net
     that reads the safetensors file, and where it came from (paths relative to ``folder``)."""
     record = source.parent.parent / "record.json"  # runs/<name>/version_N/checkpoints/<file>.ckpt
-    steps = {"reshape": list(inputs.reshape) if inputs.reshape is not None else None, "resize_to": inputs.resize_to,
-             "mean": inputs.mean.flatten().tolist() if inputs.mean is not None else None,
-             "std": inputs.std.flatten().tolist() if inputs.std is not None else None,
-             "tta": "hflip: the outputs are the mean of the net's on the input and on it mirrored left to right"
-             if model.tta == "hflip" else None}
     return {
         "format": FORMAT,
-        "files": {"onnx": f"{source.stem}.onnx", "weights": f"{source.stem}.safetensors"},
+        "files": {"onnx": f"{name}.onnx", "weights": f"{name}.safetensors"},
         "input": {"name": INPUT, "shape": list(inputs.raw_shape), "dtype": "float32", "batch_axis": 0},
         "preprocessing": {
             "reader": inputs.reader,
             "reader_steps": reader_steps(inputs.reader),
-            "in_graph": {key: value for key, value in steps.items() if value is not None},
+            "in_graph": in_graph_steps(inputs, model),
         },
         "outputs": {"name": OUTPUT, **model.export_outputs()},
         "net": net_config(checkpoint.get("hyper_parameters", {}).get("net"), model),
@@ -296,8 +411,18 @@ def describe(model: LightningModule, inputs: InferenceInputs, checkpoint: dict[s
                    "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
                    "run_record": os.path.relpath(record.resolve(), folder.resolve()) if record.is_file() else None},
         "check": check,
-        "versions": {name: importlib.metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
+        "versions": {package: importlib.metadata.version(package) for package in ("torch", "onnx", "onnxruntime")},
     }
+
+
+def in_graph_steps(inputs: InferenceInputs, model: LightningModule) -> dict[str, Any]:
+    """The arithmetic the graph does to a raw input before the net, in the JSON's words."""
+    steps = {"reshape": list(inputs.reshape) if inputs.reshape is not None else None, "resize_to": inputs.resize_to,
+             "mean": inputs.mean.flatten().tolist() if inputs.mean is not None else None,
+             "std": inputs.std.flatten().tolist() if inputs.std is not None else None,
+             "tta": "hflip: the outputs are the mean of the net's on the input and on it mirrored left to right"
+             if model.tta == "hflip" else None}
+    return {key: value for key, value in steps.items() if value is not None}
 
 
 def net_config(net: Any, model: LightningModule) -> Any:

@@ -13,6 +13,7 @@ epoch's metrics and the best checkpoint's score from fit, the test metrics from 
 import argparse
 import csv
 import math
+import shlex
 import statistics
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,9 @@ from rich.table import Table
 
 from project.engine.loggers import claim_version_folder
 from project.errors import UserError
-from project.engine.paths import train_command
+from project.engine.paths import SERVE_PY, script_command, train_command
+from project.tools.folds import (CONFUSION, ENSEMBLE_METRIC, PREDICTIONS, FoldRun, ensemble_command, ensemble_scores, predict_validation_command,
+                                 write_out_of_fold)
 from project.tools.processes import Devices, Runs, Stopped, find_record, last_error, tool_folder
 
 SUMMARY_COLUMNS = ("metric", "mean", "std", "min", "max", "seeds")
@@ -39,6 +42,7 @@ class SeedResult:
     metrics: dict[str, float] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     error: str | None = None
+    fold_run: FoldRun | None = None  # with --folds: what the out-of-fold predictions and the ensemble read
 
     @property
     def label(self) -> str:
@@ -84,17 +88,52 @@ class SeedRuns:
             if results.get("best_score") is not None:
                 result.metrics[f"{results['monitor']} (best checkpoint)"] = results["best_score"]
             checkpoint = results.get("best_checkpoint")
-            if not self.test or not checkpoint:
+            if not checkpoint:
                 return result
-            test_args = ["--config", str(Path(fit["folder"]) / "config.yaml"), "--ckpt_path", checkpoint]
-            if (test := finished_record(home, "test")) is None:
-                if self.runs.run(train_command("test", test_args), home / "test.log", env) != 0:
-                    result.error = f"test: {last_error(home / 'test.log')} (output: {home / 'test.log'})"
-                    return result
-                test = find_record(home, "test")
-            result.runs.append(test["folder"])
-            result.metrics.update(test["results"]["metrics"])
+            config = Path(fit["folder"]) / "config.yaml"
+            if self.test:
+                if (test := finished_record(home, "test")) is None:
+                    if self.runs.run(train_command("test", ["--config", str(config), "--ckpt_path", checkpoint]), home / "test.log", env) != 0:
+                        result.error = f"test: {last_error(home / 'test.log')} (output: {home / 'test.log'})"
+                        return result
+                    test = find_record(home, "test")
+                result.runs.append(test["folder"])
+                result.metrics.update(test["results"]["metrics"])
+            if fold is not None:  # the fold's validation samples, predicted by the checkpoint that did not train on them
+                if (predict := finished_record(home, "predict")) is None:
+                    if self.runs.run(predict_validation_command(config, Path(checkpoint)), home / "predict.log", env) != 0:
+                        result.error = f"predict: {last_error(home / 'predict.log')} (output: {home / 'predict.log'})"
+                        return result
+                    predict = find_record(home, "predict")
+                result.runs.append(predict["folder"])
+                result.fold_run = FoldRun(fold, config, Path(checkpoint), fit["data"]["fold"]["validation_samples"],
+                                          Path(predict["folder"]) / "predictions.csv")
         return result
+
+    def cross_fold(self, done: list[SeedResult]) -> list[SeedResult]:
+        """For each seed whose K folds all finished: the out-of-fold predictions and scores
+        (``tools.folds``) and, with a test split, the fold ensemble's export and test score; a
+        result with ``fold`` ``None`` each."""
+        per_seed = [(seed, sorted((r.fold_run for r in done if r.seed == seed and r.fold_run), key=lambda run: run.fold))
+                    for seed in dict.fromkeys(r.seed for r in done)]
+        per_seed = [(seed, runs) for seed, runs in per_seed if len(runs) == self.folds]
+        if not per_seed:
+            return []
+        results = [SeedResult(seed, metrics=metrics, runs=[str(self.folder / PREDICTIONS)])
+                   for seed, metrics in write_out_of_fold(self.folder, per_seed).items()]
+        for result, (seed, runs) in zip(results, per_seed):
+            if not self.test:
+                continue
+            output = self.folder / f"ensemble_seed_{seed}"
+            if (scores := ensemble_scores(output)) is None:
+                with self.devices.take() as env:
+                    if self.runs.run(ensemble_command(runs, output), output / "export.log", env) != 0:
+                        result.error = f"ensemble export: {last_error(output / 'export.log')} (output: {output / 'export.log'})"
+                        continue
+                scores = ensemble_scores(output)
+            result.metrics.update({ENSEMBLE_METRIC + name: value for name, value in (scores or {}).items()})
+            result.runs.append(str(output / "ensemble.onnx"))
+        return results
 
 
 def summarize(results: list[SeedResult]) -> list[dict[str, Any]]:
@@ -210,14 +249,17 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
         except Stopped as stop:
             print(f"stopped by {stop}; the runs that finished are in {folder} (seeds.py --resume goes on there)", file=sys.stderr)
             sys.exit(stop.exit_code)
+        if options.folds and options.fold is None:  # every fold ran: what they give together
+            results += runner.cross_fold([r for r in results if r.error is None])
         done = [r for r in results if r.error is None]
         rows = summarize(done)
         fold_column = ["fold"] if options.folds else []
-        per_run = [{**({"fold": r.fold} if options.folds else {}), "seed": r.seed, **r.metrics, "runs": " ".join(r.runs)} for r in done]
+        per_run = [{**({"fold": "all" if r.fold is None else r.fold} if options.folds else {}), "seed": r.seed, **r.metrics,
+                    "runs": " ".join(r.runs)} for r in done]
         write_csv(folder / "summary.csv", rows, list(SUMMARY_COLUMNS))
         write_csv(folder / "seeds.csv", per_run, [*fold_column, "seed", *(row["metric"] for row in rows), "runs"])
         if options.folds:
-            per_fold = [{"fold": fold, **row} for fold in sorted({r.fold for r in done})
+            per_fold = [{"fold": fold, **row} for fold in sorted({r.fold for r in done if r.fold is not None})
                         for row in summarize([r for r in done if r.fold == fold])]
             write_csv(folder / "folds.csv", per_fold, ["fold", *SUMMARY_COLUMNS])
         if rows:
@@ -227,6 +269,13 @@ def main(argv: list[str] | None = None, rooms: Sequence[str] = ()) -> None:
                           + (f" x {len(folds_done)} folds ({' '.join(map(str, folds_done))})" if folds_done else ""), folder)
         print(f"summary: {folder / 'summary.csv'}, each run: {folder / 'seeds.csv'}"
               + (f", each fold: {folder / 'folds.csv'}" if options.folds else ""))
+        together = [r for r in done if options.folds and r.fold is None]
+        if together:
+            matrix = folder / f"{CONFUSION}.png"
+            print(f"out-of-fold predictions: {folder / PREDICTIONS}" + (f" (confusion matrix: {matrix})" if matrix.is_file() else ""))
+        for result in together:
+            if (ensemble := next((run for run in result.runs if run.endswith(".onnx")), None)) is not None:
+                print(f"fold ensemble of seed {result.seed}, to serve:\n  {shlex.join(script_command(SERVE_PY, [ensemble]))}")
         failed = [r for r in results if r.error is not None]
         if failed:
             print(f"error: {len(failed)} of {len(results)} runs failed: " + "; ".join(f"{r.label}: {r.error}" for r in failed),

@@ -24,6 +24,7 @@ class ProjectTrainer(Trainer):
         output: str | None = None,
         check_samples: int = 1000,
         quantize: str | None = None,
+        ensemble: list[str] | None = None,
         weights_only: bool | None = None,
     ) -> None:
         """Export a checkpoint as ONNX (preprocessing inside, any batch size), safetensors weights and a JSON.
@@ -39,13 +40,17 @@ class ProjectTrainer(Trainer):
             quantize: ``int8``: also write ``<name>.int8.onnx`` (and its ``.json``), statically
                 quantized with activation ranges calibrated on training samples; refused when its
                 test-split accuracy is more than 0.5 points below the float graph's.
+            ensemble: more checkpoints of the same model (say the other folds' best, ``seeds.py
+                --folds``): one graph, ``ensemble.onnx`` (and ``.safetensors``, ``.json``), whose
+                probabilities are the mean of all of theirs and ckpt_path's, each member behind its
+                own preprocessing; checked against the members averaged, scored on the test split.
             weights_only: as in the config a ``fit`` run saved; checkpoints are always read with
                 ``weights_only=True``.
         """
         from project.tools.export import export_checkpoint  # onnx and its exporter load only for export
 
         export_checkpoint(*self._project_classes(model, datamodule), ckpt_path, output, check_samples, quantize,
-                          read=self.strategy.checkpoint_io.load_checkpoint)
+                          read=self.strategy.checkpoint_io.load_checkpoint, ensemble=ensemble)
 
     def lr_find(
         self,

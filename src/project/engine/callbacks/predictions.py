@@ -21,8 +21,10 @@ class PredictionCSVWriter(BasePredictionWriter):
     ``input, prediction`` or ``input, prediction_0, prediction_1, ...``
     (``project.inference.predictions``, which an exported model's predictions share). ``input`` is the name the data module gives the
     row (``predict_names``: an image path, a row number), else its position in ``predict_set``,
-    which Lightning's predict loop tracks beside each batch (``batch_indices``). Under DDP every
-    rank predicts its own share of the inputs; rank 0 gathers them and writes each input once.
+    which Lightning's predict loop tracks beside each batch (``batch_indices``). A labelled split
+    (the data module's ``predict_targets``) adds each row's ``target`` (class name, labels or
+    values), taken from the batch. Under DDP every rank predicts its own share of the inputs;
+    rank 0 gathers them and writes each input once.
 
     Args:
         output_file: where to write; by default ``predictions.csv`` in the run's log folder.
@@ -46,7 +48,9 @@ class PredictionCSVWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        self._rows.extend({"index": index, **{key: value[i].tolist() for key, value in prediction.items()}}
+        targets = batch[1] if trainer.datamodule.predict_targets else None
+        self._rows.extend({"index": index, **{key: value[i].tolist() for key, value in prediction.items()},
+                           **({"target": targets[i].tolist()} if targets is not None else {})}
                           for i, index in enumerate(batch_indices))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
