@@ -17,11 +17,9 @@ measure an earlier version side by side.
 
 import argparse
 import http.client
-import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

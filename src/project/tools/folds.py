@@ -9,7 +9,7 @@ label every sample outside the test split once. The K checkpoints then export as
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +32,6 @@ class FoldRun:
     checkpoint: Path
     validation_samples: int
     predictions: Path
-
-
-@dataclass
-class CrossFold:
-    """One seed's folds together: scores (``oof/acc``, ..., the ensemble's test score) and files."""
-
-    seed: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    ensemble: Path | None = None
-
-
-def predict_validation_command(config: Path, checkpoint: Path) -> list[str]:
-    """The run that labels a fold's validation samples with the checkpoint that did not train on them."""
-    return train_command("predict", ["--config", str(config), "--ckpt_path", str(checkpoint), "--data.predict_split=val"])
 
 
 def ensemble_command(runs: list[FoldRun], output: Path) -> list[str]:

@@ -3,7 +3,10 @@
 For every seed: ``train.py fit --seed_everything=SEED`` and then ``train.py test`` on the best
 checkpoint that fit selected, each an ordinary run in ``runs/seeds/<name>/version_N/seed_SEED/``.
 With ``--folds K``, every seed runs once per fold (``--data.folds K --data.fold I``, fold I
-validating), in ``fold_I/seed_SEED/``; the summary is then over all folds and seeds, and per fold.
+validating), in ``fold_I/seed_SEED/``, and the best checkpoint also predicts its validation fold
+(``train.py predict --data.predict_split val``); the summary is then over all folds and seeds, and
+per fold, with what a seed's K folds give together (``tools.folds``: the out-of-fold scores, the
+fold ensemble's test score).
 ``--resume`` goes on in the newest such folder: finished runs are not run again, a fit that was
 stopped continues from its last checkpoint (``--resume auto``).
 The numbers come from each run's ``record.json`` (``project.engine.callbacks.RunRecord``): the last
@@ -28,7 +31,7 @@ from rich.table import Table
 from project.engine.loggers import claim_version_folder
 from project.errors import UserError
 from project.engine.paths import SERVE_PY, script_command, train_command
-from project.tools.folds import (CONFUSION, ENSEMBLE_METRIC, PREDICTIONS, FoldRun, ensemble_command, ensemble_scores, predict_validation_command,
+from project.tools.folds import (CONFUSION, ENSEMBLE_METRIC, PREDICTIONS, FoldRun, ensemble_command, ensemble_scores,
                                  write_out_of_fold)
 from project.tools.processes import Devices, Runs, Stopped, find_record, last_error, tool_folder
 
@@ -47,6 +50,10 @@ class SeedResult:
     @property
     def label(self) -> str:
         return f"fold {self.fold} seed {self.seed}" if self.fold is not None else f"seed {self.seed}"
+
+
+class RunFailed(Exception):
+    """A run of one seed (or fold) failed: why, in one line."""
 
 
 def finished_record(home: Path, subcommand: str) -> dict[str, Any] | None:
@@ -68,47 +75,48 @@ class SeedRuns:
         return [(fold, seed) for fold in folds for seed in seeds]
 
     def run(self, job: tuple[int | None, int]) -> SeedResult:
-        """fit, then test the checkpoint fit selected; the metrics both recorded. What finished in an
-        earlier, stopped run of seeds.py (``--resume``) is read, not run again."""
+        """fit, then test the checkpoint fit selected, and with folds let it predict its validation
+        fold; the metrics recorded. What finished in an earlier, stopped run of seeds.py
+        (``--resume``) is read, not run again."""
         fold, seed = job
         result = SeedResult(seed, fold)
         home = self.folder / (f"fold_{fold}" if fold is not None else "") / f"seed_{seed}"
         with self.devices.take() as env:
             fold_args = [] if fold is None else [f"--data.folds={self.folds}", f"--data.fold={fold}", "--data.val_fraction=0"]
-            fit_args = [*self.fit_args, *fold_args, f"--seed_everything={seed}", f"--trainer.default_root_dir={home}"]
-            if (fit := finished_record(home, "fit")) is None:
-                again = ["--resume=auto"] if home.is_dir() else []  # a fit stopped part-way goes on from its last checkpoint
-                if self.runs.run(train_command("fit", [*fit_args, *again]), home / "fit.log", env) != 0:
-                    result.error = f"fit: {last_error(home / 'fit.log')} (output: {home / 'fit.log'})"
+            again = ["--resume=auto"] if home.is_dir() else []  # a fit stopped part-way goes on from its last checkpoint
+            try:
+                fit = self.step(home, "fit", [*self.fit_args, *fold_args, f"--seed_everything={seed}",
+                                              f"--trainer.default_root_dir={home}", *again], env)
+                results = fit["results"]
+                result.runs.append(fit["folder"])
+                result.metrics.update({k: v for k, v in results["metrics"].items() if "/" in k})  # not lr-<Optimizer>
+                if results.get("best_score") is not None:
+                    result.metrics[f"{results['monitor']} (best checkpoint)"] = results["best_score"]
+                if not (checkpoint := results.get("best_checkpoint")):
                     return result
-                fit = find_record(home, "fit")
-            results = fit["results"]
-            result.runs.append(fit["folder"])
-            result.metrics.update({k: v for k, v in results["metrics"].items() if "/" in k})  # not lr-<Optimizer>
-            if results.get("best_score") is not None:
-                result.metrics[f"{results['monitor']} (best checkpoint)"] = results["best_score"]
-            checkpoint = results.get("best_checkpoint")
-            if not checkpoint:
-                return result
-            config = Path(fit["folder"]) / "config.yaml"
-            if self.test:
-                if (test := finished_record(home, "test")) is None:
-                    if self.runs.run(train_command("test", ["--config", str(config), "--ckpt_path", checkpoint]), home / "test.log", env) != 0:
-                        result.error = f"test: {last_error(home / 'test.log')} (output: {home / 'test.log'})"
-                        return result
-                    test = find_record(home, "test")
-                result.runs.append(test["folder"])
-                result.metrics.update(test["results"]["metrics"])
-            if fold is not None:  # the fold's validation samples, predicted by the checkpoint that did not train on them
-                if (predict := finished_record(home, "predict")) is None:
-                    if self.runs.run(predict_validation_command(config, Path(checkpoint)), home / "predict.log", env) != 0:
-                        result.error = f"predict: {last_error(home / 'predict.log')} (output: {home / 'predict.log'})"
-                        return result
-                    predict = find_record(home, "predict")
-                result.runs.append(predict["folder"])
-                result.fold_run = FoldRun(fold, config, Path(checkpoint), fit["data"]["fold"]["validation_samples"],
-                                          Path(predict["folder"]) / "predictions.csv")
+                chosen = ["--config", str(Path(fit["folder"]) / "config.yaml"), "--ckpt_path", checkpoint]
+                if self.test:
+                    test = self.step(home, "test", chosen, env)
+                    result.runs.append(test["folder"])
+                    result.metrics.update(test["results"]["metrics"])
+                if fold is not None:  # the fold's validation samples, predicted by the checkpoint that did not train on them
+                    predict = self.step(home, "predict", [*chosen, "--data.predict_split=val"], env)
+                    result.runs.append(predict["folder"])
+                    result.fold_run = FoldRun(fold, Path(fit["folder"]) / "config.yaml", Path(checkpoint),
+                                              fit["data"]["fold"]["validation_samples"], Path(predict["folder"]) / "predictions.csv")
+            except RunFailed as failed:
+                result.error = str(failed)
         return result
+
+    def step(self, home: Path, subcommand: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+        """The record of the finished ``train.py SUBCOMMAND`` run under ``home``: read when an
+        earlier seeds.py finished it, else run now (``RunFailed`` with the line that says why)."""
+        if (record := finished_record(home, subcommand)) is not None:
+            return record
+        log = home / f"{subcommand}.log"
+        if self.runs.run(train_command(subcommand, args), log, env) != 0:
+            raise RunFailed(f"{subcommand}: {last_error(log)} (output: {log})")
+        return find_record(home, subcommand)
 
     def cross_fold(self, done: list[SeedResult]) -> list[SeedResult]:
         """For each seed whose K folds all finished: the out-of-fold predictions and scores
