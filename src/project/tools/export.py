@@ -147,7 +147,7 @@ def export_checkpoint(model: LightningModule, datamodule: ProjectDataModule, ckp
     expected = trained_outputs(model, datamodule, samples)
     members = None
     if ensemble is not None:
-        members = [Member(sources[0], checkpoint, graph, inputs, expected)]
+        members = [Member(sources[0], validation_fold(checkpoint, datamodule), graph, inputs, expected)]
         for member_model, source in zip(copies, sources[1:]):
             members.append(load_member(member_model, datamodule, source, read(source), samples, model))
         task = model.export_outputs()["task"]
@@ -167,7 +167,7 @@ class Member:
     its data module feeds them."""
 
     source: Path
-    checkpoint: dict[str, Any]
+    fold: dict[str, Any] | None  # the fold its run validated on (data.folds), without the sample list
     graph: ExportedGraph
     inputs: InferenceInputs
     expected: torch.Tensor
@@ -185,7 +185,13 @@ def load_member(model: LightningModule, datamodule: ProjectDataModule, source: P
     if names != first_names:
         raise UserError(f"--ensemble {source} has classes {names}, but --ckpt_path has {first_names}: "
                         "an ensemble averages the probabilities of the same classes")
-    return Member(source, checkpoint, graph, inputs, trained_outputs(model, datamodule, samples))
+    return Member(source, validation_fold(checkpoint, datamodule), graph, inputs, trained_outputs(model, datamodule, samples))
+
+
+def validation_fold(checkpoint: dict[str, Any], datamodule: ProjectDataModule) -> dict[str, Any] | None:
+    """What the checkpoint's data module saved of the fold it validated on, without the sample list."""
+    fold = (datamodule_state(checkpoint, datamodule) or {}).get("validation_fold")
+    return {key: value for key, value in fold.items() if key != "validation"} if fold else None
 
 
 def write_export(model: LightningModule, graph: nn.Module, inputs: InferenceInputs, checkpoint: dict[str, Any],
@@ -212,7 +218,7 @@ def write_export(model: LightningModule, graph: nn.Module, inputs: InferenceInpu
         write_weights(nets, written / f"{name}.safetensors")
         description = describe(model, inputs, checkpoint, source, check, folder, name)
         if members:
-            scores = test_scores(onnx_file, inputs, task)
+            scores = scores_on_test_split(onnx_file, inputs, task)
             description["ensemble"] = describe_members(members, folder, scores)
             description["preprocessing"]["in_graph"] = [in_graph_steps(member.inputs, model) for member in members]
         (written / f"{name}.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -225,7 +231,7 @@ def write_export(model: LightningModule, graph: nn.Module, inputs: InferenceInpu
             os.chmod(file, 0o666 & ~current_umask())  # as readable as the checkpoint (safetensors writes 0600)
             os.replace(file, folder / file.name)
     onnx_path = folder / f"{name}.onnx"
-    lines = [(f"Exported {onnx_path} (and .safetensors, .json); checked against {what} on {samples} test samples: "
+    lines = [(f"Exported {onnx_path} (and .safetensors, .json); checked{f' against {what}' if members else ''} on {samples} test samples: "
               f"largest difference {difference:.2g} (limit {LIMIT:g}), same predicted classes")]
     if members:
         lines += [f"The ensemble's probabilities are the mean of its {len(members)} members'; on the whole test split: "
@@ -249,20 +255,13 @@ def describe_members(members: list[Member], folder: Path, scores: dict[str, floa
         "combines": "the mean of the members' probabilities (regression: of their values); the outputs are its log "
                     "(log-odds for a sigmoid), so softmax or sigmoid of them gives it back",
         "members": [{"checkpoint": os.path.relpath(member.source.resolve(), folder.resolve()), "sha256": file_sha256(member.source),
-                     "weights_prefix": f"member_{k}.", "validation_fold": fold_of(member.checkpoint)}
+                     "weights_prefix": f"member_{k}.", "validation_fold": member.fold}
                     for k, member in enumerate(members)],
         "test": scores,
     }
 
 
-def fold_of(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
-    """The fold a checkpoint's run validated on (``data.folds``), without its member list."""
-    state = next((value for value in checkpoint.values() if isinstance(value, dict) and "validation_fold" in value), None)
-    fold = state["validation_fold"] if state else None
-    return {key: value for key, value in fold.items() if key != "validation"} if fold else None
-
-
-def test_scores(onnx_file: Path, inputs: InferenceInputs, task: str) -> dict[str, float]:
+def scores_on_test_split(onnx_file: Path, inputs: InferenceInputs, task: str) -> dict[str, float]:
     """The graph's accuracy (classification: of every label for multilabel) or mean squared error
     (regression) on the whole test split."""
     import onnxruntime
@@ -370,7 +369,7 @@ def write_int8(float_file: Path, int8_file: Path, inputs: InferenceInputs, task:
         quantize_static(str(prepared), str(int8_file), TrainingSamples(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     prepared.unlink()
-    scores = {name: test_scores(file, inputs, task) for name, file in (("float", float_file), ("int8", int8_file))}
+    scores = {name: scores_on_test_split(file, inputs, task) for name, file in (("float", float_file), ("int8", int8_file))}
     accuracy, total = {name: score["accuracy"] for name, score in scores.items()}, scores["int8"]["samples"]
     drop = accuracy["float"] - accuracy["int8"]
     if drop > INT8_MAX_DROP:
