@@ -70,9 +70,10 @@ def out_of_fold_rows(seed: int, runs: list[FoldRun]) -> tuple[list[str], list[li
 
 
 def scores(header: list[str], rows: list[list[str]], class_names: list[str] | None) -> tuple[dict[str, float], Any]:
-    """``oof/acc`` and ``oof/f1`` (macro over the classes or labels; torchmetrics, as ``val/acc``
-    and ``val/f1`` are computed) or, for regression, ``oof/mse`` and ``oof/mae``; and the
-    confusion matrix metric (single-label classification) or ``None``."""
+    """``oof/acc`` and ``oof/f1`` (torchmetrics; F1 averaged over the classes or labels, as a
+    multiclass or multilabel model's ``val/f1`` is: a binary model's ``val/f1`` is the second
+    class's alone) or, for regression, ``oof/mse`` and ``oof/mae``; and the confusion matrix
+    metric with the class names (single-label classification) or ``None``."""
     import torch
     from torchmetrics import ConfusionMatrix
     from torchmetrics.functional import accuracy, f1_score
