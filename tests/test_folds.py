@@ -369,3 +369,15 @@ def test_the_fold_ensemble_export_is_the_fold_models_averaged_and_serves_unchang
         error = capsys.readouterr().err.strip()
         assert stop.value.code == 2 and error.startswith(says) and "\n" not in error, error
         assert not (tmp_path / "refused").exists()
+
+
+def test_out_of_fold_scores_of_multilabel_and_regression_rows():
+    from project.tools.folds import scores
+
+    labels = ["seed", "fold", "input", "predicted_labels", "probabilities", "target_labels"]
+    rows = [["0", "0", "row 1", "a;b", "0.9;0.8", "a;b"], ["0", "1", "row 2", "a", "0.9;0.1", "b"]]
+    metrics, matrix = scores(labels, rows, ["a", "b"])
+    assert metrics["oof/acc"] == pytest.approx(0.5) and matrix is None  # label-wise, averaged over the labels: a 1/2, b 1/2
+    values = ["seed", "fold", "input", "prediction_0", "prediction_1", "target_0", "target_1"]
+    metrics, matrix = scores(values, [["0", "0", "row 1", "1.0", "2.0", "1.5", "2.0"], ["0", "1", "row 2", "0.0", "0.0", "0.0", "-1.0"]], None)
+    assert metrics == {"oof/mse": pytest.approx((0.25 + 1) / 4), "oof/mae": pytest.approx(1.5 / 4)} and matrix is None
