@@ -328,15 +328,14 @@ def test_the_fold_ensemble_export_is_the_fold_models_averaged_and_serves_unchang
     rows = (load_digits().data[:40] / 16.0).astype(np.float32)
     np.savetxt(tmp_path / "rows.csv", rows, delimiter=",", fmt="%.6f")
     rows = np.loadtxt(tmp_path / "rows.csv", delimiter=",", dtype=np.float32)
-    averaged = np.mean([load_predictor(c).probabilities(rows) for c in checkpoints], axis=0)
-    ensemble = ExportedModel(tmp_path / "ensemble" / "ensemble.onnx")
-    assert np.abs(ensemble.probabilities(rows) - averaged).max() < 1e-5
-
     test = TensorDataModule(dataset="digits", val_fraction=0.0, folds=3)  # the test split, the same for every fold
     test.setup("fit")
-    raw = test.raw_inputs[test.test_set.indices].numpy()
-    targets = test.test_set.tensors[1].numpy()
-    right = np.mean([load_predictor(c).probabilities(raw) for c in checkpoints], axis=0).argmax(1) == targets
+    raw, targets = test.raw_inputs[test.test_set.indices].numpy(), test.test_set.tensors[1].numpy()
+    members = [load_predictor(c).probabilities(np.concatenate([rows, raw])) for c in checkpoints]
+    averaged, on_test = np.mean(members, axis=0)[: len(rows)], np.mean(members, axis=0)[len(rows) :]
+    ensemble = ExportedModel(tmp_path / "ensemble" / "ensemble.onnx")
+    assert np.abs(ensemble.probabilities(rows) - averaged).max() < 1e-5
+    right = on_test.argmax(1) == targets
     assert description["ensemble"]["test"] == {"accuracy": pytest.approx(right.mean(), abs=1e-9), "samples": len(targets)}
 
     done = subprocess.run([sys.executable, str(REPO / "predict_onnx.py"), "ensemble/ensemble.onnx", "rows.csv", "--output", "p.csv"],
