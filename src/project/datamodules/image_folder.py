@@ -281,8 +281,7 @@ class ImageFolderDataModule(ProjectDataModule):
         self.test_set = ImageFiles(self.split_samples["test"], eval_transform)
         if stage == "predict":
             self.predict_names = [path for path, _ in self.split_samples[self.predict_split]]
-            self.predict_set = self.val_set if self.predict_split == "val" else self.test_set
-            self.predict_targets = True
+            self.predict_set = self.labelled_split_to_predict()
 
     def inference_inputs(self) -> InferenceInputs:
         unnormalized = self.transforms.build(train=False, normalize=False)

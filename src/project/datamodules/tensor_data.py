@@ -280,9 +280,8 @@ class TensorDataModule(ProjectDataModule):
         self.raw_train_rows = self.train_set  # rows of the file, before any expansion: an int8 export calibrates on them
         if self.expand_train_to is not None:
             self.train_set = self._expanded(self.train_set, self.expand_train_to)
-        self.predict_set = self.val_set if self.predict_split == "val" else self.test_set
+        self.predict_set = self.labelled_split_to_predict()
         self.predict_names = [f"row {i}" for i in self.predict_set.indices]
-        self.predict_targets = True
         if self.standardize:
             self.mean, self.std = standardization(self.train_set.tensors[0])  # stacked once, reused by the fast batches
 

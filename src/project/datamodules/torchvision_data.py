@@ -106,11 +106,9 @@ class TorchvisionDataModule(ProjectDataModule):
         self.train_set = Subset(train_full, train)
         self.val_set = Subset(self._open(train=True, transform=eval_transform), validation)
         self.test_set = self._open(train=False, transform=eval_transform)
-        if self.predict_split == "val":
-            self.predict_set, self.predict_names = self.val_set, [f"train {i}" for i in validation]
-        else:
-            self.predict_set, self.predict_names = self.test_set, [f"test {i}" for i in range(len(self.test_set))]  # type: ignore[arg-type]
-        self.predict_targets = True
+        self.predict_set = self.labelled_split_to_predict()
+        self.predict_names = ([f"train {i}" for i in validation] if self.predict_split == "val"  # rows of the official train set
+                              else [f"test {i}" for i in range(len(self.test_set))])  # type: ignore[arg-type]
 
     def inference_inputs(self) -> InferenceInputs:
         unnormalized = self.transforms.build(train=False, normalize=False)

@@ -88,9 +88,9 @@ class ProjectDataModule(LightningDataModule):
       predict loop tracks beside the batch;
     - ``class_names`` for classification (its length is the class count, and
       ``multilabel = True`` when targets are multi-hot), or ``num_targets`` for regression;
-    - optionally ``predict_names``: a name for each row of ``predict_set`` (a file path), and
-      ``predict_targets = True`` when its items carry their true targets second (a labelled split:
-      ``predictions.csv`` then shows them).
+    - optionally ``predict_names``: a name for each row of ``predict_set`` (a file path).
+      Without new inputs, ``predict_set`` is the split ``labelled_split_to_predict`` gives
+      (``data.predict_split``), whose targets ``predictions.csv`` then shows (``predict_targets``).
 
     and may override, where the defaults do not fit: ``fingerprint`` (what ``record.json`` says
     about the data), ``random_training_inputs`` (whether cached features would be wrong),
@@ -133,7 +133,6 @@ class ProjectDataModule(LightningDataModule):
         self.multilabel = False
         self.num_targets: int | None = None
         self.predict_names: list[str] = []
-        self.predict_targets = False
         self._train_loader: ResumableLoader | None = None
         self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
 
@@ -164,6 +163,17 @@ class ProjectDataModule(LightningDataModule):
         return {"fold": {**{k: v for k, v in self.validation_fold.items() if k != "validation"},
                          "validation_samples": len(self.validation_fold["validation"]),
                          "validation_sha256": hashlib.sha256(members).hexdigest()}}
+
+    def labelled_split_to_predict(self) -> Dataset | None:
+        """The split ``predict`` labels when given no new inputs: ``val_set`` or ``test_set``, as
+        ``data.predict_split`` says."""
+        return self.val_set if self.predict_split == "val" else self.test_set
+
+    @property
+    def predict_targets(self) -> bool:
+        """Whether ``predict_set`` is a labelled split (the validation or test split), whose items
+        carry their targets second."""
+        return self.predict_set is not None and any(self.predict_set is split for split in (self.val_set, self.test_set))
 
     def random_training_inputs(self) -> str | None:
         """What makes a training input differ between epochs (an augmentation), or ``None`` when

@@ -117,9 +117,9 @@ def write_out_of_fold(folder: Path, per_seed: list[tuple[int, list[FoldRun]]]) -
     header: list[str] = []
     every: list[list[str]] = []
     metrics = {}
+    class_names = read_checkpoint(per_seed[0][1][0].checkpoint).get("class_names")  # the data's, in every fold and seed
     for seed, runs in per_seed:
         header, rows = out_of_fold_rows(seed, runs)
-        class_names = read_checkpoint(runs[0].checkpoint).get("class_names")
         metrics[seed], _ = scores(header, rows, class_names)
         every += rows
 
@@ -130,7 +130,7 @@ def write_out_of_fold(folder: Path, per_seed: list[tuple[int, list[FoldRun]]]) -
             writer.writerows(every)
 
     write_whole(folder / PREDICTIONS, write_rows)
-    _, matrix = scores(header, every, read_checkpoint(per_seed[0][1][0].checkpoint).get("class_names"))
+    _, matrix = scores(header, every, class_names)
     if matrix is not None:
         confusion, names = matrix
         seeds = len(per_seed)
